@@ -1,0 +1,528 @@
+//! Typed configuration, parsed once at start-up.
+//!
+//! Every setting is one row of [`SETTINGS`]: the environment variable, the
+//! command-line flag (the same name in kebab case), the help text and the
+//! default all come from that row, so `--help`, `.env.example` and the parser
+//! cannot drift apart. Parsing goes through a lookup function, so tests build a
+//! `Config` from a map and never touch the process environment.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One configuration variable.
+#[derive(Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+const fn setting(name: &'static str, default: Option<&'static str>, help: &'static str) -> Setting {
+    Setting {
+        name,
+        default,
+        help,
+    }
+}
+
+/// Every variable tokenrelay reads, in the order `--help` lists them.
+pub const SETTINGS: &[Setting] = &[
+    setting(
+        "LISTEN_ADDR",
+        Some("127.0.0.1:3000"),
+        "Address to serve on.",
+    ),
+    setting(
+        "UPSTREAM_BASE_URL",
+        None,
+        "OpenAI-compatible API base, e.g. https://api.openai.com/v1. Unset: the built-in demo model.",
+    ),
+    setting(
+        "UPSTREAM_API_KEY",
+        None,
+        "Key sent upstream as `Authorization: Bearer`; never logged or sent to clients.",
+    ),
+    setting(
+        "DEFAULT_MODEL",
+        None,
+        "Model used when a request names none (the demo model's name when no upstream is set).",
+    ),
+    setting(
+        "UPSTREAM_CONNECT_TIMEOUT_SECS",
+        Some("10"),
+        "Seconds to open a connection to the upstream.",
+    ),
+    setting(
+        "UPSTREAM_HEADERS_TIMEOUT_SECS",
+        Some("60"),
+        "Seconds from sending a request until the upstream's response headers.",
+    ),
+    setting(
+        "UPSTREAM_IDLE_TIMEOUT_SECS",
+        Some("300"),
+        "Longest silence between upstream chunks before the stream fails with upstream_timeout.",
+    ),
+    setting(
+        "UPSTREAM_TOTAL_TIMEOUT_SECS",
+        Some("0"),
+        "Longest a whole generation may take; 0 means no limit.",
+    ),
+    setting(
+        "UPSTREAM_RETRIES",
+        Some("2"),
+        "Retries of connect errors, 429 and 5xx, only before any byte reached a client.",
+    ),
+    setting(
+        "UPSTREAM_MAX_LINE_BYTES",
+        Some("4194304"),
+        "Longest upstream SSE line (and event) accepted, in bytes.",
+    ),
+    setting(
+        "KEEPALIVE_SECS",
+        Some("15"),
+        "Seconds of silence before a `: ping` comment is sent to a client.",
+    ),
+    setting(
+        "RESUME_GRACE_SECS",
+        Some("15"),
+        "Seconds a generation keeps running with no client attached; 0 stops it at once.",
+    ),
+    setting(
+        "RESUME_TTL_SECS",
+        Some("300"),
+        "Seconds a finished generation's events stay available for resuming.",
+    ),
+    setting(
+        "RESUME_MAX_STREAM_BYTES",
+        Some("8388608"),
+        "Most bytes of events kept for one generation.",
+    ),
+    setting(
+        "RESUME_MAX_TOTAL_BYTES",
+        Some("536870912"),
+        "Most bytes of events kept for all generations together.",
+    ),
+    setting(
+        "REDIS_URL",
+        None,
+        "Keep event logs in Redis Streams so any replica can resume any stream.",
+    ),
+    setting(
+        "PROXY_API_KEYS",
+        None,
+        "Comma-separated client keys; when set, /api and /v1 require `Authorization: Bearer`.",
+    ),
+    setting(
+        "CORS_ALLOWED_ORIGINS",
+        None,
+        "Comma-separated origins allowed to call the API from a browser.",
+    ),
+    setting(
+        "MAX_BODY_BYTES",
+        Some("1048576"),
+        "Largest request body accepted, in bytes.",
+    ),
+    setting(
+        "MAX_CONCURRENT_STREAMS",
+        Some("10000"),
+        "Most generations running at once; 0 means no limit.",
+    ),
+    setting(
+        "RATE_LIMIT_PER_MINUTE",
+        Some("0"),
+        "Requests per minute per client key (per address when auth is off); 0 means no limit.",
+    ),
+    setting(
+        "SHUTDOWN_GRACE_SECS",
+        Some("10"),
+        "Seconds open streams may go on after SIGTERM or Ctrl-C.",
+    ),
+    setting(
+        "LOG_FORMAT",
+        Some("text"),
+        "`text` or `json`; the level comes from RUST_LOG.",
+    ),
+];
+
+/// The whole configuration, typed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    /// `None` runs the built-in demo model.
+    pub upstream_base_url: Option<String>,
+    pub upstream_api_key: Option<Secret>,
+    pub default_model: Option<String>,
+    pub timeouts: Timeouts,
+    pub upstream_retries: u32,
+    pub upstream_max_line_bytes: usize,
+    pub keepalive: Duration,
+    pub resume: ResumeConfig,
+    pub redis_url: Option<Secret>,
+    pub proxy_api_keys: Vec<Secret>,
+    pub cors_allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_concurrent_streams: Option<usize>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+/// The four separate upstream timeouts; there is deliberately no single
+/// deadline for the whole body, which would cut long generations.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub headers: Duration,
+    pub idle: Duration,
+    pub total: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeConfig {
+    pub grace: Duration,
+    pub ttl: Duration,
+    pub max_stream_bytes: usize,
+    pub max_total_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A value that must never appear in logs; `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A setting that could not be used; names the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.variable, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses every setting from `lookup` (variable name → raw value),
+    /// falling back to the defaults of [`SETTINGS`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let source = Source { lookup: &lookup };
+        Ok(Self {
+            listen_addr: source.parsed("LISTEN_ADDR", "an address such as 127.0.0.1:3000")?,
+            upstream_base_url: source.base_url()?,
+            upstream_api_key: source.text("UPSTREAM_API_KEY").map(Secret),
+            default_model: source.text("DEFAULT_MODEL"),
+            timeouts: Timeouts {
+                connect: source.positive_secs("UPSTREAM_CONNECT_TIMEOUT_SECS")?,
+                headers: source.positive_secs("UPSTREAM_HEADERS_TIMEOUT_SECS")?,
+                idle: source.positive_secs("UPSTREAM_IDLE_TIMEOUT_SECS")?,
+                total: nonzero(source.secs("UPSTREAM_TOTAL_TIMEOUT_SECS")?),
+            },
+            upstream_retries: source.parsed("UPSTREAM_RETRIES", "a whole number")?,
+            upstream_max_line_bytes: source.positive("UPSTREAM_MAX_LINE_BYTES")?,
+            keepalive: source.positive_secs("KEEPALIVE_SECS")?,
+            resume: ResumeConfig {
+                grace: source.secs("RESUME_GRACE_SECS")?,
+                ttl: source.secs("RESUME_TTL_SECS")?,
+                max_stream_bytes: source.positive("RESUME_MAX_STREAM_BYTES")?,
+                max_total_bytes: source.positive("RESUME_MAX_TOTAL_BYTES")?,
+            },
+            redis_url: source.text("REDIS_URL").map(Secret),
+            proxy_api_keys: source
+                .list("PROXY_API_KEYS")
+                .into_iter()
+                .map(Secret)
+                .collect(),
+            cors_allowed_origins: source.list("CORS_ALLOWED_ORIGINS"),
+            max_body_bytes: source.positive("MAX_BODY_BYTES")?,
+            max_concurrent_streams: nonzero_count(
+                source.parsed("MAX_CONCURRENT_STREAMS", "a whole number")?,
+            ),
+            rate_limit_per_minute: nonzero_count(
+                source.parsed("RATE_LIMIT_PER_MINUTE", "a whole number")?,
+            ),
+            shutdown_grace: source.secs("SHUTDOWN_GRACE_SECS")?,
+            log_format: match source.text("LOG_FORMAT").as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError {
+                        variable: "LOG_FORMAT",
+                        message: format!("expected `text` or `json`, got `{other}`"),
+                    });
+                }
+            },
+        })
+    }
+
+    /// Parses command-line flags over `env` (the process environment in
+    /// `main`): a flag wins over a variable of the same name, which wins over
+    /// the default. Exits with usage help on a malformed command line.
+    pub fn from_args(
+        args: impl IntoIterator<Item = std::ffi::OsString>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let matches = command().get_matches_from(args);
+        Self::from_lookup(|name| {
+            matches
+                .get_one::<String>(name)
+                .cloned()
+                .or_else(|| env(name))
+        })
+    }
+
+    /// True when requests go to the built-in demo model.
+    pub fn uses_demo(&self) -> bool {
+        self.upstream_base_url.is_none()
+    }
+}
+
+/// The command line: one `--kebab-case` flag per setting.
+pub fn command() -> clap::Command {
+    let about = "tokenrelay: a fast, honest token-streaming proxy for OpenAI-compatible LLM APIs.\n\
+                 Every flag can also be set as the environment variable shown, or in .env; flags win.";
+    SETTINGS.iter().fold(
+        clap::Command::new("tokenrelay")
+            .version(env!("CARGO_PKG_VERSION"))
+            .about(about),
+        |command, setting| {
+            let help = match setting.default {
+                Some(default) => format!(
+                    "{} [env {}] [default {default}]",
+                    setting.help, setting.name
+                ),
+                None => format!("{} [env {}]", setting.help, setting.name),
+            };
+            command.arg(
+                clap::Arg::new(setting.name)
+                    .long(setting.name.to_ascii_lowercase().replace('_', "-"))
+                    .value_name("VALUE")
+                    .help(help),
+            )
+        },
+    )
+}
+
+struct Source<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Source<'_> {
+    /// The raw value, or the default; blank counts as unset so that
+    /// `VAR=` in a `.env` file means "use the default".
+    fn text(&self, name: &'static str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+            .or_else(|| default_of(name).map(str::to_owned))
+    }
+
+    fn parsed<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        let raw = self.text(name).unwrap_or_default();
+        raw.parse().map_err(|_| ConfigError {
+            variable: name,
+            message: format!("expected {expected}, got `{raw}`"),
+        })
+    }
+
+    fn positive(&self, name: &'static str) -> Result<usize, ConfigError> {
+        match self.parsed(name, "a positive whole number")? {
+            0 => Err(ConfigError {
+                variable: name,
+                message: "must be greater than 0".to_owned(),
+            }),
+            value => Ok(value),
+        }
+    }
+
+    fn secs(&self, name: &'static str) -> Result<Duration, ConfigError> {
+        let secs: f64 = self.parsed(name, "a number of seconds")?;
+        Duration::try_from_secs_f64(secs).map_err(|_| ConfigError {
+            variable: name,
+            message: format!("expected a non-negative number of seconds, got `{secs}`"),
+        })
+    }
+
+    fn positive_secs(&self, name: &'static str) -> Result<Duration, ConfigError> {
+        match self.secs(name)? {
+            Duration::ZERO => Err(ConfigError {
+                variable: name,
+                message: "must be greater than 0".to_owned(),
+            }),
+            value => Ok(value),
+        }
+    }
+
+    fn list(&self, name: &'static str) -> Vec<String> {
+        self.text(name)
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn base_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(raw) = self.text("UPSTREAM_BASE_URL") else {
+            return Ok(None);
+        };
+        let valid = raw.parse::<axum::http::Uri>().ok().filter(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        });
+        match valid {
+            Some(_) => Ok(Some(raw.trim_end_matches('/').to_owned())),
+            None => Err(ConfigError {
+                variable: "UPSTREAM_BASE_URL",
+                message: format!("expected an http:// or https:// URL, got `{raw}`"),
+            }),
+        }
+    }
+}
+
+fn default_of(name: &str) -> Option<&'static str> {
+    SETTINGS
+        .iter()
+        .find(|setting| setting.name == name)
+        .and_then(|setting| setting.default)
+}
+
+fn nonzero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
+}
+
+fn nonzero_count<T: Default + PartialEq>(value: T) -> Option<T> {
+    (value != T::default()).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let config = parse(&[]).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:3000");
+        assert!(config.uses_demo());
+        assert_eq!(config.keepalive, Duration::from_secs(15));
+        assert_eq!(config.upstream_retries, 2);
+        assert_eq!(config.timeouts.total, None);
+        assert_eq!(config.resume.grace, Duration::from_secs(15));
+        assert_eq!(config.resume.ttl, Duration::from_secs(300));
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.rate_limit_per_minute, None);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let cases = [
+            ("LISTEN_ADDR", "nowhere"),
+            ("UPSTREAM_BASE_URL", "ftp://example.com"),
+            ("UPSTREAM_IDLE_TIMEOUT_SECS", "soon"),
+            ("UPSTREAM_IDLE_TIMEOUT_SECS", "0"),
+            ("KEEPALIVE_SECS", "-1"),
+            ("MAX_BODY_BYTES", "0"),
+            ("LOG_FORMAT", "xml"),
+        ];
+        for (variable, value) in cases {
+            let error = parse(&[(variable, value)]).err();
+            assert_eq!(
+                error.map(|error| error.variable),
+                Some(variable),
+                "{variable}={value} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_means_unlimited_where_documented() {
+        let config = parse(&[
+            ("UPSTREAM_TOTAL_TIMEOUT_SECS", "0"),
+            ("MAX_CONCURRENT_STREAMS", "0"),
+            ("RESUME_GRACE_SECS", "0"),
+        ])
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.timeouts.total, None);
+        assert_eq!(config.max_concurrent_streams, None);
+        assert_eq!(config.resume.grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_secrets_hidden() {
+        let config = parse(&[
+            ("PROXY_API_KEYS", " alpha, beta ,,"),
+            ("UPSTREAM_API_KEY", "sk-very-secret"),
+            ("UPSTREAM_BASE_URL", "https://api.example.com/v1/"),
+        ])
+        .unwrap_or_else(|error| panic!("{error}"));
+        let keys: Vec<&str> = config.proxy_api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, ["alpha", "beta"]);
+        assert_eq!(
+            config.upstream_base_url.as_deref(),
+            Some("https://api.example.com/v1")
+        );
+        assert!(!format!("{config:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        let args = ["tokenrelay", "--keepalive-secs", "3"].map(std::ffi::OsString::from);
+        let env = |name: &str| match name {
+            "KEEPALIVE_SECS" => Some("7".to_owned()),
+            "RESUME_TTL_SECS" => Some("9".to_owned()),
+            _ => None,
+        };
+        let config = Config::from_args(args, env).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.keepalive, Duration::from_secs(3));
+        assert_eq!(config.resume.ttl, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn env_example_lists_every_setting() {
+        let example = include_str!("../.env.example");
+        for setting in SETTINGS {
+            assert!(
+                example.contains(&format!("{}=", setting.name)),
+                "{} is missing from .env.example",
+                setting.name
+            );
+        }
+    }
+}

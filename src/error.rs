@@ -1,0 +1,167 @@
+//! The one error type of the HTTP surface, and the only place errors become
+//! a status code and a JSON body (SPEC §3).
+//!
+//! Each variant says who is to blame: the client (4xx), the upstream
+//! (502/504) or us (500/503). Messages are written for the caller and never
+//! carry internals, our upstream key or a prompt.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The request is malformed; the message names the field.
+    InvalidRequest(String),
+    Unauthorized,
+    /// An unknown or expired stream id, or an unknown path.
+    NotFound(String),
+    PayloadTooLarge {
+        limit: usize,
+    },
+    UnsupportedMediaType(String),
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The upstream answered with an error status.
+    Upstream {
+        status: u16,
+        message: String,
+    },
+    /// The upstream could not be reached, or answered something that is not an event stream.
+    BadGateway(String),
+    /// The upstream did not answer in time.
+    UpstreamTimeout(String),
+    /// We are at a configured limit.
+    Overloaded(String),
+    /// A bug or an impossible state on our side.
+    Internal(String),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Upstream { .. } | Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable code of SPEC §3.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound(_) => "not_found",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Upstream { .. } | Self::BadGateway(_) => "upstream_error",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::Overloaded(_) => "overloaded",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// OpenAI's error `type`, so SDKs classify our errors as they do theirs.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_)
+            | Self::NotFound(_)
+            | Self::PayloadTooLarge { .. }
+            | Self::UnsupportedMediaType(_) => "invalid_request_error",
+            Self::Unauthorized => "authentication_error",
+            Self::RateLimited { .. } => "rate_limit_error",
+            Self::Upstream { .. } | Self::BadGateway(_) | Self::UpstreamTimeout(_) => {
+                "upstream_error"
+            }
+            Self::Overloaded(_) | Self::Internal(_) => "server_error",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidRequest(message)
+            | Self::NotFound(message)
+            | Self::UnsupportedMediaType(message)
+            | Self::BadGateway(message)
+            | Self::UpstreamTimeout(message)
+            | Self::Overloaded(message)
+            | Self::Internal(message) => message.clone(),
+            Self::Unauthorized => {
+                "a valid `Authorization: Bearer <key>` header is required".to_owned()
+            }
+            Self::PayloadTooLarge { limit } => {
+                format!("the request body is larger than the limit of {limit} bytes")
+            }
+            Self::RateLimited { retry_after_secs } => {
+                format!("too many requests; retry after {retry_after_secs} s")
+            }
+            Self::Upstream { status, message } => {
+                format!("the upstream answered {status}: {message}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[derive(Serialize)]
+struct Body {
+    error: Detail,
+}
+
+#[derive(Serialize)]
+struct Detail {
+    code: &'static str,
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_status: Option<u16>,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Detail {
+                code: self.code(),
+                message: self.message(),
+                kind: self.kind(),
+                upstream_status: match self {
+                    Self::Upstream { status, .. } => Some(status),
+                    _ => None,
+                },
+            },
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        match self {
+            Self::RateLimited { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,249 @@
+//! A chat request as a client sends it: validated once, with errors that name
+//! the offending field, then rewritten into the body we send upstream.
+//!
+//! Fields we do not know are kept and forwarded untouched (`temperature`,
+//! `tools`, vendor extras...); the proxy owns only `stream` and
+//! `stream_options`, because it must always stream and always get usage.
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use crate::error::Error;
+
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// A validated chat request.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    fields: Map<String, Value>,
+    model: Option<String>,
+}
+
+impl ChatRequest {
+    /// Parses a JSON body: `{"messages": [...]}` or `{"prompt": "..."}`.
+    pub fn from_json(body: &[u8]) -> Result<Self, Error> {
+        let value: Value = serde_json::from_slice(body).map_err(|error| {
+            Error::InvalidRequest(format!("the body is not valid JSON: {error}"))
+        })?;
+        let Value::Object(fields) = value else {
+            return Err(invalid("the body must be a JSON object"));
+        };
+        Self::from_fields(fields)
+    }
+
+    /// The `GET /api/chat?prompt=...&model=...` form.
+    pub fn from_prompt(prompt: Option<String>, model: Option<String>) -> Result<Self, Error> {
+        let mut fields = Map::new();
+        if let Some(prompt) = prompt {
+            fields.insert("prompt".to_owned(), Value::String(prompt));
+        }
+        if let Some(model) = model {
+            fields.insert("model".to_owned(), Value::String(model));
+        }
+        Self::from_fields(fields)
+    }
+
+    fn from_fields(mut fields: Map<String, Value>) -> Result<Self, Error> {
+        let messages = match (fields.remove("prompt"), fields.get("messages")) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("give either `messages` or `prompt`, not both"));
+            }
+            (Some(Value::String(prompt)), None) if !prompt.trim().is_empty() => {
+                json!([{"role": "user", "content": prompt}])
+            }
+            (Some(Value::String(_)), None) => return Err(invalid("`prompt` must not be empty")),
+            (Some(_), None) => return Err(invalid("`prompt` must be a string")),
+            (None, Some(messages)) => {
+                validate_messages(messages)?;
+                messages.clone()
+            }
+            (None, None) => return Err(invalid("`messages` is required (or `prompt`)")),
+        };
+        fields.insert("messages".to_owned(), messages);
+        let model = match fields.remove("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(model)) if !model.trim().is_empty() => Some(model),
+            Some(_) => return Err(invalid("`model` must be a non-empty string")),
+        };
+        match fields.get("stream") {
+            None | Some(Value::Bool(_)) | Some(Value::Null) => {}
+            Some(_) => return Err(invalid("`stream` must be a boolean")),
+        }
+        Ok(Self { fields, model })
+    }
+
+    /// The model the client asked for, if any.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// The upstream body for `model`: the client's fields with streaming and
+    /// usage reporting forced on.
+    pub fn upstream_body(mut self, model: &str) -> Result<Bytes, Error> {
+        self.fields
+            .insert("model".to_owned(), Value::String(model.to_owned()));
+        self.fields.insert("stream".to_owned(), Value::Bool(true));
+        self.fields
+            .insert("stream_options".to_owned(), json!({"include_usage": true}));
+        serde_json::to_vec(&self.fields)
+            .map(Bytes::from)
+            .map_err(|error| {
+                Error::Internal(format!("could not encode the upstream request: {error}"))
+            })
+    }
+}
+
+fn validate_messages(messages: &Value) -> Result<(), Error> {
+    let Value::Array(messages) = messages else {
+        return Err(invalid("`messages` must be an array"));
+    };
+    if messages.is_empty() {
+        return Err(invalid("`messages` must not be empty"));
+    }
+    for (index, message) in messages.iter().enumerate() {
+        let Value::Object(message) = message else {
+            return Err(invalid(format!("`messages[{index}]` must be an object")));
+        };
+        let role = match message.get("role") {
+            Some(Value::String(role)) if ROLES.contains(&role.as_str()) => role.as_str(),
+            Some(Value::String(role)) => {
+                return Err(invalid(format!(
+                    "`messages[{index}].role` must be one of {}, not `{role}`",
+                    ROLES.join(", ")
+                )));
+            }
+            Some(_) => {
+                return Err(invalid(format!(
+                    "`messages[{index}].role` must be a string"
+                )));
+            }
+            None => return Err(invalid(format!("`messages[{index}].role` is required"))),
+        };
+        // An assistant turn that only calls tools legitimately has no text.
+        let may_be_empty = role == "assistant" && message.contains_key("tool_calls");
+        let empty = match message.get("content") {
+            Some(Value::String(text)) => text.trim().is_empty(),
+            Some(Value::Array(parts)) => parts.is_empty(),
+            None | Some(Value::Null) => true,
+            Some(_) => {
+                return Err(invalid(format!(
+                    "`messages[{index}].content` must be a string or an array of content parts"
+                )));
+            }
+        };
+        if empty && !may_be_empty {
+            return Err(invalid(format!(
+                "`messages[{index}].content` must not be empty"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidRequest(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(body: &str) -> String {
+        match ChatRequest::from_json(body.as_bytes()) {
+            Ok(_) => panic!("{body} should be refused"),
+            Err(error) => error.message(),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("{", "not valid JSON"),
+            ("[]", "JSON object"),
+            ("{}", "`messages` is required"),
+            (r#"{"messages": "hi"}"#, "`messages` must be an array"),
+            (r#"{"messages": []}"#, "`messages` must not be empty"),
+            (r#"{"messages": [1]}"#, "`messages[0]` must be an object"),
+            (
+                r#"{"messages": [{"content": "x"}]}"#,
+                "`messages[0].role` is required",
+            ),
+            (
+                r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
+                "`messages[0].role` must be one of",
+            ),
+            (
+                r#"{"messages": [{"role": 7, "content": "x"}]}"#,
+                "`messages[0].role` must be a string",
+            ),
+            (
+                r#"{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": ""}]}"#,
+                "`messages[1].content` must not be empty",
+            ),
+            (
+                r#"{"messages": [{"role": "user", "content": 5}]}"#,
+                "`messages[0].content` must be a string",
+            ),
+            (r#"{"prompt": ""}"#, "`prompt` must not be empty"),
+            (r#"{"prompt": 3}"#, "`prompt` must be a string"),
+            (r#"{"prompt": "a", "messages": []}"#, "not both"),
+            (
+                r#"{"prompt": "a", "model": 4}"#,
+                "`model` must be a non-empty string",
+            ),
+            (
+                r#"{"prompt": "a", "stream": "yes"}"#,
+                "`stream` must be a boolean",
+            ),
+        ];
+        for (body, expected) in cases {
+            let message = refusal(body);
+            assert!(
+                message.contains(expected),
+                "{body}: got {message:?}, wanted {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_upstream_body_keeps_extras_and_forces_streaming() {
+        let request = ChatRequest::from_json(
+            br#"{"prompt": "hi", "temperature": 0.2, "stream": false, "stream_options": {"include_usage": false}, "x_vendor": {"a": 1}}"#,
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(request.model(), None);
+        let body = request
+            .upstream_body("m1")
+            .unwrap_or_else(|error| panic!("{error}"));
+        let sent: Value = serde_json::from_slice(&body).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            sent,
+            json!({
+                "messages": [{"role": "user", "content": "hi"}],
+                "model": "m1",
+                "temperature": 0.2,
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "x_vendor": {"a": 1}
+            })
+        );
+    }
+
+    #[test]
+    fn tool_only_assistant_turns_and_content_parts_are_valid() {
+        let body = br#"{"model": "m", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+        ]}"#;
+        let request = ChatRequest::from_json(body).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(request.model(), Some("m"));
+    }
+}

@@ -1,0 +1,247 @@
+//! The HTTP surface of SPEC §1: routes, extractors, and the order of layers.
+//!
+//! Handlers stay thin: they turn requests into calls on `upstream` and
+//! `streams`, and hand the result to `relay`. Every failure is an [`Error`],
+//! which becomes a response in `error` alone.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::assets;
+use crate::config::Config;
+use crate::error::Error;
+use crate::relay;
+use crate::request::ChatRequest;
+use crate::streams::{StreamId, Streams};
+use crate::upstream::Upstream;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub upstream: Upstream,
+    pub streams: Streams,
+    pub default_model: Option<String>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/api/chat", post(chat).get(chat_from_query))
+        .route("/api/chat/{stream_id}/events", get(events))
+        .route("/api/chat/{stream_id}", axum::routing::delete(stop))
+        .route("/api/info", get(info))
+        .route("/healthz", get(healthz))
+        .merge(assets::router())
+        .fallback(not_found)
+        // Bodies are read through `JsonBody`, which turns this limit into our 413.
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// `POST /api/chat`: resume if the client says where it left off, else start.
+async fn chat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, Error> {
+    if let Some(response) = resume_if_known(&state, last_event_id(&headers, None)) {
+        return Ok(response);
+    }
+    let JsonBody(body) = JsonBody::from_request(request, &state).await?;
+    start(&state, ChatRequest::from_json(&body)?).await
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatQuery {
+    prompt: Option<String>,
+    model: Option<String>,
+    last_event_id: Option<String>,
+}
+
+/// `GET /api/chat?prompt=...` for `EventSource`, whose automatic reconnect
+/// carries `Last-Event-ID` and so continues the same answer.
+async fn chat_from_query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<ChatQuery>,
+) -> Result<Response, Error> {
+    if let Some(response) = resume_if_known(
+        &state,
+        last_event_id(&headers, query.last_event_id.as_deref()),
+    ) {
+        return Ok(response);
+    }
+    start(&state, ChatRequest::from_prompt(query.prompt, query.model)?).await
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    last_event_id: Option<String>,
+}
+
+/// `GET /api/chat/{stream_id}/events`: replay after `Last-Event-ID`, then follow.
+async fn events(
+    State(state): State<AppState>,
+    Path(stream_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response, Error> {
+    let id = parse_stream_id(&stream_id)?;
+    let from = match last_event_id(&headers, query.last_event_id.as_deref()) {
+        Some((resumed, seq)) if resumed == id => seq + 1,
+        Some(_) => {
+            return Err(Error::InvalidRequest(
+                "`Last-Event-ID` names a different stream than the path".to_owned(),
+            ));
+        }
+        None => 0,
+    };
+    let generation = state
+        .streams
+        .get(id)
+        .ok_or_else(|| unknown_stream(&stream_id))?;
+    Ok(relay::response(
+        id,
+        generation.follow(from),
+        state.config.keepalive,
+    ))
+}
+
+/// `DELETE /api/chat/{stream_id}`: the Stop button.
+async fn stop(
+    State(state): State<AppState>,
+    Path(stream_id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let id = parse_stream_id(&stream_id)?;
+    let generation = state
+        .streams
+        .get(id)
+        .ok_or_else(|| unknown_stream(&stream_id))?;
+    generation.stop();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the demo page needs to know about this server.
+async fn info(State(state): State<AppState>) -> Response {
+    axum::Json(json!({
+        "demo": state.config.uses_demo(),
+        "default_model": state.default_model,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("no such route".to_owned())
+}
+
+async fn start(state: &AppState, request: ChatRequest) -> Result<Response, Error> {
+    let model = request
+        .model()
+        .or(state.default_model.as_deref())
+        .ok_or_else(|| {
+            Error::InvalidRequest(
+                "`model` is required: the request names none and DEFAULT_MODEL is not set"
+                    .to_owned(),
+            )
+        })?
+        .to_owned();
+    let body = request.upstream_body(&model)?;
+    // Reserve before calling the upstream, so a refused request costs nothing.
+    let ticket = state.streams.reserve()?;
+    let upstream = state.upstream.open(body).await?;
+    let (id, follower) = ticket.start(&model, upstream)?;
+    Ok(relay::response(id, follower, state.config.keepalive))
+}
+
+fn resume_if_known(state: &AppState, last_event_id: Option<(StreamId, u64)>) -> Option<Response> {
+    let (id, seq) = last_event_id?;
+    let generation = state.streams.get(id)?;
+    Some(relay::response(
+        id,
+        generation.follow(seq + 1),
+        state.config.keepalive,
+    ))
+}
+
+/// `Last-Event-ID: <stream_id>:<seq>` from the header, else from the query.
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<(StreamId, u64)> {
+    let raw = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .or(query)?;
+    let (id, seq) = raw.trim().rsplit_once(':')?;
+    Some((StreamId::parse(id)?, seq.parse().ok()?))
+}
+
+fn parse_stream_id(text: &str) -> Result<StreamId, Error> {
+    StreamId::parse(text).ok_or_else(|| unknown_stream(text))
+}
+
+fn unknown_stream(text: &str) -> Error {
+    let shown: String = text.chars().take(64).collect();
+    Error::NotFound(format!(
+        "no stream `{shown}`: it never existed or has expired"
+    ))
+}
+
+/// A request body that must be JSON, read within `MAX_BODY_BYTES`. Unlike
+/// axum's `Json`, every refusal has our error shape.
+struct JsonBody(Bytes);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Error> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(Error::UnsupportedMediaType(format!(
+                "expected `Content-Type: application/json`, got `{}`",
+                if content_type.is_empty() {
+                    "none"
+                } else {
+                    &content_type
+                }
+            )));
+        }
+        Bytes::from_request(request, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| body_error(&rejection, state.config.max_body_bytes))
+    }
+}
+
+fn body_error(rejection: &BytesRejection, limit: usize) -> Error {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::PayloadTooLarge { limit }
+    } else {
+        Error::InvalidRequest(format!(
+            "could not read the request body: {}",
+            rejection.body_text()
+        ))
+    }
+}

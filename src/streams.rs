@@ -1,0 +1,484 @@
+//! Generations and their event logs: what lets a stream outlive the client
+//! that started it (SPEC §5).
+//!
+//! A generation is one upstream request driven by one task. Its events go
+//! into a numbered, byte-bounded log; clients are [`Follower`]s that read the
+//! log from any position and wait for more. The upstream request belongs to
+//! the generation, not to a client, and is dropped only when it is stopped
+//! (`DELETE`), when nobody has listened for the grace period, or at shutdown.
+//! A finished log is kept for the resume TTL, then forgotten.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ResumeConfig;
+use crate::error::Error;
+use crate::translate::Translator;
+use crate::upstream::UpstreamEvents;
+use crate::wire::{ErrorCode, FinishReason, StreamEvent};
+
+/// A 128-bit random stream id, written as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamId([u8; 16]);
+
+impl StreamId {
+    fn random() -> Result<Self, Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)
+            .map_err(|error| Error::Internal(format!("no randomness for a stream id: {error}")))?;
+        Ok(Self(bytes))
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Every generation this process knows, running or finished.
+#[derive(Clone, Debug)]
+pub struct Streams {
+    registry: Arc<Registry>,
+}
+
+#[derive(Debug)]
+struct Registry {
+    generations: Mutex<HashMap<StreamId, Arc<Generation>>>,
+    config: ResumeConfig,
+    max_running: Option<usize>,
+    running: AtomicUsize,
+    total_bytes: AtomicUsize,
+    /// Fired when the shutdown grace is over: running generations end now.
+    shutdown: CancellationToken,
+}
+
+impl Streams {
+    pub fn new(config: ResumeConfig, max_running: Option<usize>) -> Self {
+        Self {
+            registry: Arc::new(Registry {
+                generations: Mutex::default(),
+                config,
+                max_running,
+                running: AtomicUsize::new(0),
+                total_bytes: AtomicUsize::new(0),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Takes a place for a new generation, or refuses with 503 when we are at
+    /// a limit. Done before the upstream is called, so a refusal costs nothing.
+    pub fn reserve(&self) -> Result<Ticket, Error> {
+        let registry = &self.registry;
+        if registry.total_bytes.load(Ordering::Relaxed) >= registry.config.max_total_bytes {
+            return Err(Error::Overloaded(
+                "the event logs are at RESUME_MAX_TOTAL_BYTES; try again shortly".to_owned(),
+            ));
+        }
+        let running = registry.running.fetch_add(1, Ordering::AcqRel) + 1;
+        let permit = Running(Arc::clone(registry));
+        if registry.max_running.is_some_and(|max| running > max) {
+            return Err(Error::Overloaded(
+                "too many streams are running (MAX_CONCURRENT_STREAMS); try again shortly"
+                    .to_owned(),
+            ));
+        }
+        Ok(Ticket(permit))
+    }
+
+    pub fn get(&self, id: StreamId) -> Option<Arc<Generation>> {
+        lock(&self.registry.generations).get(&id).cloned()
+    }
+
+    /// Generations whose upstream request is still open.
+    pub fn running(&self) -> usize {
+        self.registry.running.load(Ordering::Relaxed)
+    }
+
+    /// Ends every running generation with `shutting_down`.
+    pub fn shut_down(&self) {
+        self.registry.shutdown.cancel();
+    }
+}
+
+/// A reserved place for a generation whose upstream is being called.
+#[derive(Debug)]
+pub struct Ticket(Running);
+
+impl Ticket {
+    /// Registers the generation, spawns the task that drives `upstream`, and
+    /// returns the first follower, already attached so the grace period
+    /// cannot start before the client reads.
+    pub fn start(
+        self,
+        model: &str,
+        upstream: UpstreamEvents,
+    ) -> Result<(StreamId, Follower), Error> {
+        let Self(permit) = self;
+        let registry = Arc::clone(&permit.0);
+        let id = StreamId::random()?;
+        let generation = Arc::new(Generation {
+            id,
+            registry: Arc::clone(&registry),
+            log: Mutex::new(Log::default()),
+            listeners_changed: Notify::new(),
+            stop: CancellationToken::new(),
+            running: Mutex::new(Some(permit)),
+        });
+        generation.append(&StreamEvent::Start {
+            stream_id: id.to_string(),
+            model: model.to_owned(),
+        });
+        lock(&registry.generations).insert(id, Arc::clone(&generation));
+        let follower = generation.follow(0);
+        tokio::spawn(Arc::clone(&generation).run(upstream));
+        Ok((id, follower))
+    }
+}
+
+/// Holds one place of `MAX_CONCURRENT_STREAMS` until the upstream request ends.
+#[derive(Debug)]
+struct Running(Arc<Registry>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One upstream generation and its event log.
+#[derive(Debug)]
+pub struct Generation {
+    id: StreamId,
+    registry: Arc<Registry>,
+    log: Mutex<Log>,
+    /// Wakes the driver when the last listener leaves or one comes back.
+    listeners_changed: Notify,
+    /// `DELETE`: stop now.
+    stop: CancellationToken,
+    running: Mutex<Option<Running>>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// Serialized events; the front one has sequence number `first_seq`.
+    events: VecDeque<Arc<str>>,
+    first_seq: u64,
+    bytes: usize,
+    finished: bool,
+    /// Position of every attached follower, by follower number.
+    positions: HashMap<u64, u64>,
+    next_follower: u64,
+    wakers: Vec<Waker>,
+}
+
+impl Generation {
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// A new reader of the log from sequence number `from`.
+    pub fn follow(self: &Arc<Self>, from: u64) -> Follower {
+        let number = {
+            let mut log = lock(&self.log);
+            let number = log.next_follower;
+            log.next_follower += 1;
+            log.positions.insert(number, from);
+            number
+        };
+        self.listeners_changed.notify_waiters();
+        Follower {
+            generation: Arc::clone(self),
+            number,
+            next: from,
+            state: Reading::Log,
+        }
+    }
+
+    /// `DELETE`: followers get `finish` with `cancelled`.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Drives the upstream to its end, appending every event, and keeps the
+    /// log for the resume TTL afterwards.
+    pub async fn run(self: Arc<Self>, mut upstream: UpstreamEvents) {
+        let config = self.registry.config;
+        let ending = {
+            let stopped = self.stop.cancelled();
+            let shutdown = self.registry.shutdown.cancelled();
+            let abandoned = self.abandoned(config.grace);
+            tokio::pin!(stopped, shutdown, abandoned);
+            let mut translator = Translator::new();
+            let mut events = Vec::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut stopped => break Some(StreamEvent::Finish {
+                        finish_reason: FinishReason::Cancelled,
+                        usage: None,
+                    }),
+                    () = &mut shutdown => break Some(StreamEvent::error(
+                        ErrorCode::ShuttingDown,
+                        "the server is shutting down",
+                    )),
+                    () = &mut abandoned => break Some(StreamEvent::error(
+                        ErrorCode::Cancelled,
+                        "no client was attached for the resume grace period",
+                    )),
+                    item = upstream.next() => match item {
+                        Some(Ok(chunk)) => translator.push(&chunk.event, &chunk.data, &mut events),
+                        Some(Err(failure)) => break Some(failure.into()),
+                        None => translator.end(&mut events),
+                    },
+                }
+                self.append_all(&mut events);
+                if translator.is_done() {
+                    break None;
+                }
+            }
+        };
+        // Dropping the response closes the connection: the upstream stops generating.
+        drop(upstream);
+        if let Some(event) = ending {
+            self.append(&event);
+        }
+        self.finish();
+        tokio::time::sleep(config.ttl).await;
+        self.forget();
+    }
+
+    /// Resolves once nobody has listened for `grace`.
+    async fn abandoned(&self, grace: Duration) {
+        loop {
+            let changed = self.listeners_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !lock(&self.log).positions.is_empty() {
+                changed.await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {
+                    if lock(&self.log).positions.is_empty() {
+                        return;
+                    }
+                }
+                () = changed => {}
+            }
+        }
+    }
+
+    fn append_all(&self, events: &mut Vec<StreamEvent>) {
+        for event in events.drain(..) {
+            self.append(&event);
+        }
+    }
+
+    fn append(&self, event: &StreamEvent) {
+        let json: Arc<str> = match serde_json::to_string(event) {
+            Ok(json) => json.into(),
+            // Our own types always serialize; say so loudly if that ever changes.
+            Err(error) => {
+                tracing::error!(%error, "could not serialize an event");
+                return;
+            }
+        };
+        let registry = &self.registry;
+        let wakers = {
+            let mut log = lock(&self.log);
+            log.bytes += json.len();
+            registry
+                .total_bytes
+                .fetch_add(json.len(), Ordering::Relaxed);
+            log.events.push_back(json);
+            let lost_listener = self.trim(&mut log);
+            if lost_listener && log.positions.is_empty() {
+                self.listeners_changed.notify_waiters();
+            }
+            std::mem::take(&mut log.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Drops the oldest events beyond the per-stream bound (keeping the
+    /// newest, which live followers need). Followers left behind are no
+    /// longer counted as listening; they get a clear error when they read.
+    /// Returns whether any follower was left behind.
+    fn trim(&self, log: &mut Log) -> bool {
+        let limit = self.registry.config.max_stream_bytes;
+        let mut freed = 0;
+        while log.bytes > limit && log.events.len() > 1 {
+            if let Some(oldest) = log.events.pop_front() {
+                log.bytes -= oldest.len();
+                freed += oldest.len();
+                log.first_seq += 1;
+            }
+        }
+        if freed == 0 {
+            return false;
+        }
+        self.registry
+            .total_bytes
+            .fetch_sub(freed, Ordering::Relaxed);
+        let first = log.first_seq;
+        let before = log.positions.len();
+        log.positions.retain(|_, position| *position >= first);
+        log.positions.len() != before
+    }
+
+    fn finish(&self) {
+        lock(&self.running).take();
+        let wakers = {
+            let mut log = lock(&self.log);
+            log.finished = true;
+            std::mem::take(&mut log.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    fn forget(&self) {
+        lock(&self.registry.generations).remove(&self.id);
+        let bytes = std::mem::take(&mut lock(&self.log).bytes);
+        self.registry
+            .total_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// What a follower reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// An event with its sequence number, as JSON.
+    Event { seq: u64, json: Arc<str> },
+    /// The events at this follower's position are no longer kept; `Done`
+    /// follows, so the client sees the error and the end of its stream.
+    Gap { first_kept: u64 },
+    /// The generation is over and every event was read.
+    Done,
+}
+
+/// One client's view of a generation. Dropping it detaches the client.
+#[derive(Debug)]
+pub struct Follower {
+    generation: Arc<Generation>,
+    number: u64,
+    next: u64,
+    state: Reading,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Log,
+    /// A gap was reported; `Done` comes next.
+    DoneNext,
+    Ended,
+}
+
+impl Stream for Follower {
+    type Item = Entry;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Entry>> {
+        match self.state {
+            Reading::Log => {}
+            Reading::DoneNext => {
+                self.state = Reading::Ended;
+                return Poll::Ready(Some(Entry::Done));
+            }
+            Reading::Ended => return Poll::Ready(None),
+        }
+        let this = &mut *self;
+        let mut log = lock(&this.generation.log);
+        if this.next < log.first_seq {
+            let first_kept = log.first_seq;
+            drop(log);
+            this.state = Reading::DoneNext;
+            return Poll::Ready(Some(Entry::Gap { first_kept }));
+        }
+        let index = (this.next - log.first_seq) as usize;
+        if let Some(json) = log.events.get(index) {
+            let entry = Entry::Event {
+                seq: this.next,
+                json: Arc::clone(json),
+            };
+            this.next += 1;
+            let next = this.next;
+            if let Some(position) = log.positions.get_mut(&this.number) {
+                *position = next;
+            }
+            return Poll::Ready(Some(entry));
+        }
+        if log.finished {
+            drop(log);
+            this.state = Reading::Ended;
+            return Poll::Ready(Some(Entry::Done));
+        }
+        if !log.wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+            log.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let mut log = lock(&self.generation.log);
+        if log.positions.remove(&self.number).is_some() && log.positions.is_empty() {
+            drop(log);
+            self.generation.listeners_changed.notify_waiters();
+        }
+    }
+}
+
+/// Our locks guard plain data and are never held across an await, so a
+/// poisoned lock only means another thread panicked mid-update of counters;
+/// carrying on is better than taking the whole server down with it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_round_trip_and_are_random() {
+        let id = StreamId::random().unwrap_or_else(|error| panic!("{error}"));
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(StreamId::parse(&text), Some(id));
+        assert_ne!(StreamId::random().ok(), Some(id));
+        assert_eq!(StreamId::parse("not-an-id"), None);
+        assert_eq!(StreamId::parse(&"zz".repeat(16)), None);
+    }
+}

@@ -1,0 +1,467 @@
+//! The client side of the proxy: the only module that knows reqwest and SSE
+//! parsing.
+//!
+//! [`Upstream::open`] sends one chat request and settles its fate before
+//! anything reaches a client: it retries what is safe to retry, checks the
+//! status and the content type, and turns every refusal into an [`Error`]
+//! with the right status. What it returns, [`UpstreamEvents`], yields the
+//! upstream's SSE events under an idle timer and an optional total deadline;
+//! dropping it drops the HTTP request, which is how the upstream learns to
+//! stop generating.
+
+mod sse;
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::{Config, Secret, Timeouts};
+use crate::error::Error;
+use crate::wire::{ErrorCode, StreamEvent};
+
+/// Longest upstream error body we read to explain a refusal.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Longest upstream message we pass on to a client.
+const MAX_MESSAGE_CHARS: usize = 1_000;
+/// First retry delay; doubles per attempt.
+const RETRY_BASE: Duration = Duration::from_millis(250);
+/// No single wait between retries is longer than this; an upstream that asks
+/// for more with `Retry-After` is not retried at all.
+const RETRY_CAP: Duration = Duration::from_secs(8);
+
+/// A configured OpenAI-compatible API.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    chat_url: String,
+    api_key: Option<Secret>,
+    timeouts: Timeouts,
+    retries: u32,
+    max_line_bytes: usize,
+}
+
+/// One SSE event from the upstream: its type (`message` unless named) and data.
+#[derive(Debug)]
+pub struct Chunk {
+    pub event: String,
+    pub data: String,
+}
+
+/// Why an upstream stream ended early, after it had started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No bytes for the idle timeout, or the total deadline passed.
+    Timeout(String),
+    /// The connection broke before the upstream finished.
+    Disconnected(String),
+    /// The bytes were not a valid event stream.
+    InvalidData(String),
+}
+
+impl From<Failure> for StreamEvent {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Timeout(message) => StreamEvent::error(ErrorCode::UpstreamTimeout, message),
+            Failure::Disconnected(message) => {
+                StreamEvent::error(ErrorCode::UpstreamDisconnected, message)
+            }
+            Failure::InvalidData(message) => {
+                StreamEvent::error(ErrorCode::InvalidUpstreamData, message)
+            }
+        }
+    }
+}
+
+impl Upstream {
+    /// Builds the client for `base_url` (for example `https://api.openai.com/v1`).
+    pub fn new(config: &Config, base_url: &str) -> Result<Self, Error> {
+        // Several Upstreams may be built in one process (tests do); only the
+        // first installation can succeed and every later one is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.timeouts.connect)
+            // Without it a small SSE write waits for the peer's delayed ACK.
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("tokenrelay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| {
+                Error::Internal(format!("could not build the HTTP client: {error}"))
+            })?;
+        Ok(Self {
+            client,
+            chat_url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key: config.upstream_api_key.clone(),
+            timeouts: config.timeouts,
+            retries: config.upstream_retries,
+            max_line_bytes: config.upstream_max_line_bytes,
+        })
+    }
+
+    /// Sends a chat-completions request (`body` is final JSON, `stream: true`
+    /// included) and resolves once the upstream has answered 200 with an event
+    /// stream. Connect errors, 429 and 5xx are retried here, the only place
+    /// where nothing has reached a client yet.
+    pub async fn open(&self, body: Bytes) -> Result<UpstreamEvents, Error> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let outcome = self.attempt(body.clone()).await;
+            let wait = match &outcome {
+                Err(Refusal::Retryable { retry_after, .. }) if attempt < self.retries => {
+                    backoff(attempt, *retry_after)
+                }
+                _ => None,
+            };
+            match (outcome, wait) {
+                (Ok(response), _) => return Ok(self.events(response, started)),
+                (Err(refusal), None) => return Err(self.redact(refusal.into_error())),
+                (Err(_), Some(wait)) => {
+                    attempt += 1;
+                    tracing::warn!(
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying the upstream"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, body: Bytes) -> Result<reqwest::Response, Refusal> {
+        let mut request = self
+            .client
+            .post(&self.chat_url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "text/event-stream")
+            .body(body);
+        if let Some(key) = &self.api_key {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        }
+        let headers_timeout = self.timeouts.headers;
+        let response = match tokio::time::timeout(headers_timeout, request.send()).await {
+            Err(_) => {
+                return Err(Refusal::Final(Error::UpstreamTimeout(format!(
+                    "the upstream sent no response headers within {} s",
+                    headers_timeout.as_secs_f64()
+                ))));
+            }
+            Ok(Err(error)) if error.is_connect() => {
+                return Err(Refusal::Retryable {
+                    error: Error::BadGateway(format!(
+                        "could not connect to the upstream ({})",
+                        root_cause(&error)
+                    )),
+                    retry_after: None,
+                });
+            }
+            Ok(Err(error)) => {
+                return Err(Refusal::Final(Error::BadGateway(format!(
+                    "the upstream request failed ({})",
+                    root_cause(&error)
+                ))));
+            }
+            Ok(Ok(response)) => response,
+        };
+
+        let status = response.status();
+        if status.is_success() {
+            return match content_type(response.headers()) {
+                Some(kind) if kind.eq_ignore_ascii_case("text/event-stream") => Ok(response),
+                other => Err(Refusal::Final(Error::BadGateway(format!(
+                    "the upstream answered with content type `{}` instead of an event stream",
+                    other.unwrap_or("none")
+                )))),
+            };
+        }
+        let retry_after = retry_after(response.headers());
+        let error = Error::Upstream {
+            status: status.as_u16(),
+            message: error_message(response).await,
+        };
+        if status.as_u16() == 429 || status.is_server_error() {
+            Err(Refusal::Retryable { error, retry_after })
+        } else {
+            Err(Refusal::Final(error))
+        }
+    }
+
+    fn events(&self, response: reqwest::Response, started: Instant) -> UpstreamEvents {
+        let mut events = UpstreamEvents {
+            inner: Box::pin(sse::events(response.bytes_stream(), self.max_line_bytes)),
+            idle: self.timeouts.idle,
+            alarm: Box::pin(tokio::time::sleep(self.timeouts.idle)),
+            deadline: self.timeouts.total.map(|total| (total, started + total)),
+            finished: false,
+        };
+        let alarm = events.next_alarm();
+        events.alarm.as_mut().reset(alarm);
+        events
+    }
+
+    /// Upstreams sometimes quote the key they were sent in their complaint.
+    fn redact(&self, error: Error) -> Error {
+        match (&self.api_key, error) {
+            (Some(key), Error::Upstream { status, message }) if message.contains(key.expose()) => {
+                Error::Upstream {
+                    status,
+                    message: message.replace(key.expose(), "***"),
+                }
+            }
+            (_, error) => error,
+        }
+    }
+}
+
+enum Refusal {
+    Retryable {
+        error: Error,
+        retry_after: Option<Duration>,
+    },
+    Final(Error),
+}
+
+impl Refusal {
+    fn into_error(self) -> Error {
+        match self {
+            Self::Retryable { error, .. } | Self::Final(error) => error,
+        }
+    }
+}
+
+/// The delay before retry number `attempt + 1`, or `None` when the upstream
+/// asked for a longer pause than we are willing to hold a client for.
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    if let Some(asked) = retry_after {
+        return (asked <= RETRY_CAP).then_some(asked);
+    }
+    let exponential = RETRY_BASE
+        .saturating_mul(1 << attempt.min(16))
+        .min(RETRY_CAP);
+    // Full jitter between half and all of the delay spreads out clients that
+    // failed together, so they do not retry in lockstep.
+    let half = exponential / 2;
+    Some(half + half.mul_f64(jitter()))
+}
+
+/// A number in [0, 1) that differs per call; retry jitter needs no better.
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.split(';').next().unwrap_or_default().trim())
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+}
+
+/// The upstream's own explanation of an error status, read from a bounded
+/// prefix of its body: `error.message`, a string `error`, `message`, or the text.
+async fn error_message(response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(piece)) = stream.next().await {
+        let room = MAX_ERROR_BODY_BYTES - body.len();
+        body.extend_from_slice(&piece[..piece.len().min(room)]);
+        if body.len() == MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: Option<Inner>,
+        message: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Inner {
+        Text(String),
+        Object { message: Option<String> },
+    }
+    let message = match serde_json::from_slice::<Envelope>(&body) {
+        Ok(Envelope {
+            error:
+                Some(
+                    Inner::Text(text)
+                    | Inner::Object {
+                        message: Some(text),
+                    },
+                ),
+            ..
+        })
+        | Ok(Envelope {
+            message: Some(text),
+            ..
+        }) => text,
+        _ => String::from_utf8_lossy(&body).trim().to_owned(),
+    };
+    if message.is_empty() {
+        "no message".to_owned()
+    } else {
+        truncate(message, MAX_MESSAGE_CHARS)
+    }
+}
+
+fn truncate(mut text: String, max_chars: usize) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(max_chars) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// The innermost cause, which names the actual problem ("connection
+/// refused") without the URL that reqwest's own message repeats.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+type EventStream =
+    Pin<Box<dyn Stream<Item = Result<sse::Event, sse::SseError<reqwest::Error>>> + Send>>;
+
+/// The upstream's events after a 200, with the idle timer and total deadline
+/// applied. Ends after the first failure.
+pub struct UpstreamEvents {
+    inner: EventStream,
+    idle: Duration,
+    /// Fires at the idle deadline or the total deadline, whichever is first.
+    alarm: Pin<Box<Sleep>>,
+    deadline: Option<(Duration, Instant)>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for UpstreamEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamEvents").finish_non_exhaustive()
+    }
+}
+
+impl Stream for UpstreamEvents {
+    type Item = Result<Chunk, Failure>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let item = match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(item) => item,
+            Poll::Pending => {
+                ready!(self.alarm.as_mut().poll(cx));
+                let failure = self.timeout();
+                return self.fail(failure);
+            }
+        };
+        if self
+            .deadline
+            .is_some_and(|(_, deadline)| Instant::now() >= deadline)
+        {
+            let failure = self.timeout();
+            return self.fail(failure);
+        }
+        let alarm = self.next_alarm();
+        self.alarm.as_mut().reset(alarm);
+        match item {
+            None => Poll::Ready(None),
+            Some(Ok(event)) => Poll::Ready(Some(Ok(Chunk {
+                event: event.event,
+                data: event.data,
+            }))),
+            Some(Err(error)) => self.fail(failure(error)),
+        }
+    }
+}
+
+impl UpstreamEvents {
+    /// The idle deadline, or the total deadline if that comes first.
+    fn next_alarm(&self) -> Instant {
+        let idle = Instant::now() + self.idle;
+        match self.deadline {
+            Some((_, deadline)) => idle.min(deadline),
+            None => idle,
+        }
+    }
+
+    fn timeout(&self) -> Failure {
+        match self.deadline {
+            Some((total, deadline)) if Instant::now() >= deadline => Failure::Timeout(format!(
+                "the generation took longer than the total limit of {} s",
+                total.as_secs_f64()
+            )),
+            _ => Failure::Timeout(format!(
+                "the upstream sent nothing for {} s",
+                self.idle.as_secs_f64()
+            )),
+        }
+    }
+
+    fn fail(&mut self, failure: Failure) -> Poll<Option<Result<Chunk, Failure>>> {
+        self.finished = true;
+        Poll::Ready(Some(Err(failure)))
+    }
+}
+
+fn failure(error: sse::SseError<reqwest::Error>) -> Failure {
+    match error {
+        sse::SseError::Transport(error) => Failure::Disconnected(format!(
+            "the upstream connection broke before the generation finished ({})",
+            root_cause(&error)
+        )),
+        sse::SseError::InvalidUtf8 => {
+            Failure::InvalidData("the upstream sent bytes that are not valid UTF-8".to_owned())
+        }
+        sse::SseError::TooLong { limit } => Failure::InvalidData(format!(
+            "the upstream sent an event longer than UPSTREAM_MAX_LINE_BYTES ({limit} bytes)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_respects_the_cap() {
+        let first = backoff(0, None).unwrap_or_default();
+        assert!(first >= RETRY_BASE / 2 && first <= RETRY_BASE);
+        let late = backoff(10, None).unwrap_or_default();
+        assert!(late <= RETRY_CAP && late >= RETRY_CAP / 2);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        assert_eq!(
+            backoff(0, Some(Duration::from_secs(2))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(backoff(0, Some(RETRY_CAP * 2)), None);
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("héllo wörld".to_owned(), 4), "héll…");
+        assert_eq!(truncate("short".to_owned(), 10), "short");
+    }
+}

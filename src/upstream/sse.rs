@@ -1,0 +1,672 @@
+//! Turns an upstream HTTP body into Server-Sent Events. `eventsource-stream` 0.2.3 parses the
+//! fields well, but fed raw network chunks it panics on a leading BOM, re-copies its buffer for
+//! every line (quadratic), holds back or loses events that end in a lone CR, and stalls forever
+//! after an invalid UTF-8 byte. So a small byte-level framer sits in front of it and hands it
+//! only whole, validated, LF-terminated lines, one at a time.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use eventsource_stream::{EventStream, EventStreamError};
+use futures_util::{Stream, StreamExt, future};
+
+pub use eventsource_stream::Event;
+
+/// Why an upstream event stream stopped early.
+#[derive(Debug)]
+pub enum SseError<E> {
+    /// The body stream failed; the cause is available through `source()`.
+    Transport(E),
+    /// A line was not valid UTF-8.
+    InvalidUtf8,
+    /// A line, or the event being collected, exceeded the configured limit.
+    TooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
+}
+
+impl<E> fmt::Display for SseError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The cause stays behind `source()`: reqwest's message embeds the request URL, and
+            // some providers put the API key in its query string.
+            Self::Transport(_) => f.write_str("reading the upstream response body failed"),
+            Self::InvalidUtf8 => f.write_str("the upstream event stream contained invalid UTF-8"),
+            Self::TooLong { limit } => write!(
+                f,
+                "an upstream event-stream line or event exceeded the {limit}-byte limit"
+            ),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for SseError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Transport(err) => Some(err),
+            Self::InvalidUtf8 | Self::TooLong { .. } => None,
+        }
+    }
+}
+
+/// Parses `body` into dispatched events. `max_event_bytes` bounds the longest line and the
+/// bytes of the lines collected for one pending event (terminators and comment lines are not
+/// counted). At end of stream an unterminated last line and an event no blank line completed
+/// are discarded, as WHATWG requires. The stream ends after the first error.
+pub fn events<S, B, E>(
+    body: S,
+    max_event_bytes: usize,
+) -> impl Stream<Item = Result<Event, SseError<E>>> + Send
+where
+    S: Stream<Item = Result<B, E>> + Send,
+    B: AsRef<[u8]> + Send,
+    E: Send,
+{
+    EventStream::new(Framer::new(body, max_event_bytes)).scan(false, |failed, item| {
+        if *failed {
+            return future::ready(None);
+        }
+        let item = item.map_err(|err| match err {
+            EventStreamError::Transport(err) => err,
+            // Cannot happen: every line the framer hands over is valid UTF-8, LF-terminated and
+            // either blank or starting with a field-name character, which the parser always
+            // accepts. Should that change, the stream is broken either way.
+            EventStreamError::Utf8(_) | EventStreamError::Parser(_) => SseError::InvalidUtf8,
+        });
+        *failed = item.is_err();
+        future::ready(Some(item))
+    })
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+const BLANK_LINE: &[u8] = b"\n";
+
+/// Splits the body into lines and passes eventsource-stream one line per item, so its buffer
+/// never holds more than one line and its per-line `split_off` never copies anything. Whole
+/// event blocks would not do: an event of many short lines would still be quadratic.
+struct Framer<S, B> {
+    body: Pin<Box<S>>,
+    chunk: Option<B>,
+    pos: usize,
+    lines: Lines,
+    primed: bool,
+    done: bool,
+}
+
+// The chunk is only ever read through `as_ref`, never pinned.
+impl<S, B> Unpin for Framer<S, B> {}
+
+impl<S, B> Framer<S, B> {
+    fn new(body: S, limit: usize) -> Self {
+        Self {
+            body: Box::pin(body),
+            chunk: None,
+            pos: 0,
+            lines: Lines {
+                partial: Vec::new(),
+                event_bytes: 0,
+                limit,
+                bom_seen: Some(0),
+                after_cr: false,
+                in_comment: false,
+            },
+            primed: false,
+            done: false,
+        }
+    }
+}
+
+impl<S, B, E> Stream for Framer<S, B>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+{
+    type Item = Result<Cow<'static, [u8]>, SseError<E>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if !this.primed {
+            this.primed = true;
+            // eventsource-stream strips a BOM from the first non-empty string it receives with
+            // `&s[1..]`, which panics on the 3-byte U+FEFF. The real BOM never reaches it, but a
+            // second one is data and may open the first line; a blank line with nothing pending
+            // dispatches nothing and makes sure that check only ever sees '\n'.
+            return Poll::Ready(Some(Ok(Cow::Borrowed(BLANK_LINE))));
+        }
+        while !this.done {
+            if let Some(chunk) = &this.chunk {
+                let bytes = chunk.as_ref();
+                let item = this.lines.next_line(bytes, &mut this.pos);
+                if this.pos >= bytes.len() {
+                    this.chunk = None;
+                }
+                if let Some(item) = item {
+                    this.done = item.is_err();
+                    return Poll::Ready(Some(item));
+                }
+            }
+            match ready!(this.body.as_mut().poll_next(cx)) {
+                Some(Ok(chunk)) => {
+                    this.chunk = Some(chunk);
+                    this.pos = 0;
+                }
+                Some(Err(err)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(SseError::Transport(err))));
+                }
+                // Dropping the unterminated last line here, and eventsource-stream dropping an
+                // event no blank line completed, is the WHATWG rule for a stream that ends.
+                None => this.done = true,
+            }
+        }
+        Poll::Ready(None)
+    }
+}
+
+struct Lines {
+    /// The start of the current line, carried over from earlier chunks.
+    partial: Vec<u8>,
+    /// Bytes of the lines already handed over for the event not yet dispatched.
+    event_bytes: usize,
+    limit: usize,
+    /// How many bytes of a leading BOM arrived so far, until the stream start is settled.
+    bom_seen: Option<usize>,
+    /// The last line ended in CR, so an LF right after it belongs to that terminator.
+    after_cr: bool,
+    /// The current line is a comment; it is skipped without being buffered.
+    in_comment: bool,
+}
+
+impl Lines {
+    /// Advances `pos` through `bytes` until a line for the parser is ready or an error occurs;
+    /// `None` means `bytes` is used up.
+    fn next_line<E>(
+        &mut self,
+        bytes: &[u8],
+        pos: &mut usize,
+    ) -> Option<Result<Cow<'static, [u8]>, SseError<E>>> {
+        if let Some(seen) = self.bom_seen {
+            self.skip_bom(&bytes[*pos..], seen, pos);
+        }
+        // Each byte is looked at once, so the cost stays linear however the body is chunked.
+        while *pos < bytes.len() {
+            let rest = &bytes[*pos..];
+            if std::mem::take(&mut self.after_cr) && rest[0] == b'\n' {
+                *pos += 1;
+                continue;
+            }
+            if rest[0] == b':' && self.partial.is_empty() && !self.in_comment {
+                self.in_comment = true;
+            }
+            // CR and LF never occur inside a multi-byte UTF-8 sequence, so splitting bytes
+            // before decoding is safe.
+            let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                *pos = bytes.len();
+                if self.in_comment {
+                    return None;
+                }
+                if self.event_bytes + self.partial.len() + rest.len() > self.limit {
+                    return Some(Err(SseError::TooLong { limit: self.limit }));
+                }
+                self.partial.extend_from_slice(rest);
+                return None;
+            };
+            *pos += end + 1;
+            self.after_cr = rest[end] == b'\r';
+            // Comments are never decoded: they carry nothing, and keep-alive floods must not
+            // cost memory.
+            if std::mem::take(&mut self.in_comment) {
+                continue;
+            }
+            if let Some(item) = self.finish(&rest[..end]) {
+                return Some(item);
+            }
+        }
+        None
+    }
+
+    fn skip_bom(&mut self, bytes: &[u8], seen: usize, pos: &mut usize) {
+        let n = (BOM.len() - seen).min(bytes.len());
+        if bytes[..n] == BOM[seen..seen + n] {
+            *pos += n;
+            self.bom_seen = Some(seen + n).filter(|&seen| seen < BOM.len());
+        } else {
+            // What looked like the start of a BOM was the start of the first line.
+            self.partial.extend_from_slice(&BOM[..seen]);
+            self.bom_seen = None;
+        }
+    }
+
+    fn finish<E>(&mut self, tail: &[u8]) -> Option<Result<Cow<'static, [u8]>, SseError<E>>> {
+        let len = self.partial.len() + tail.len();
+        if len == 0 {
+            // With nothing pending a blank line would dispatch nothing.
+            if self.event_bytes == 0 {
+                return None;
+            }
+            self.event_bytes = 0;
+            return Some(Ok(Cow::Borrowed(BLANK_LINE)));
+        }
+        self.event_bytes += len;
+        if self.event_bytes > self.limit {
+            return Some(Err(SseError::TooLong { limit: self.limit }));
+        }
+        let mut line = std::mem::take(&mut self.partial);
+        line.reserve_exact(tail.len() + 1);
+        line.extend_from_slice(tail);
+        // Only whole lines are decoded, so characters split across chunks are fine. A bad byte
+        // ends the stream instead of turning into U+FFFD: a corrupt answer must not look
+        // complete.
+        if std::str::from_utf8(&line).is_err() {
+            return Some(Err(SseError::InvalidUtf8));
+        }
+        line.push(b'\n');
+        Some(Ok(Cow::Owned(line)))
+    }
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::unwrap_used,
+    reason = "tests fail loudly on malformed fixtures"
+)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::stream;
+    use serde_json::Value;
+    use std::convert::Infallible;
+    use std::pin::pin;
+    use std::task::Waker;
+
+    const LIMIT: usize = 1 << 20;
+
+    struct Outcome<E> {
+        events: Vec<Event>,
+        error: Option<SseError<E>>,
+        /// The body was still open (returned `Pending`) when polling stopped.
+        pending: bool,
+    }
+
+    /// Polls to completion without a runtime: test bodies are either always ready or end in
+    /// `pending()`, so a no-op waker suffices.
+    fn drive<E>(events: impl Stream<Item = Result<Event, SseError<E>>>) -> Outcome<E> {
+        let mut events = pin!(events);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        loop {
+            match events.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(event))) => out.push(event),
+                Poll::Ready(Some(Err(error))) => {
+                    assert!(
+                        matches!(events.as_mut().poll_next(&mut cx), Poll::Ready(None)),
+                        "the stream must end after an error"
+                    );
+                    return Outcome {
+                        events: out,
+                        error: Some(error),
+                        pending: false,
+                    };
+                }
+                Poll::Ready(None) => {
+                    return Outcome {
+                        events: out,
+                        error: None,
+                        pending: false,
+                    };
+                }
+                Poll::Pending => {
+                    return Outcome {
+                        events: out,
+                        error: None,
+                        pending: true,
+                    };
+                }
+            }
+        }
+    }
+
+    fn parse(chunks: Vec<Vec<u8>>, limit: usize) -> Outcome<Infallible> {
+        let body = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c))));
+        drive(events(body, limit))
+    }
+
+    fn whole(bytes: &[u8]) -> Vec<Vec<u8>> {
+        vec![bytes.to_vec()]
+    }
+
+    fn bytewise(bytes: &[u8]) -> Vec<Vec<u8>> {
+        bytes.iter().map(|&b| vec![b]).collect()
+    }
+
+    fn pieces(bytes: &[u8], size: usize) -> Vec<Vec<u8>> {
+        bytes.chunks(size).map(<[u8]>::to_vec).collect()
+    }
+
+    /// Deterministic piece sizes from 1 to 64 bytes (xorshift32).
+    fn random_pieces(bytes: &[u8], mut seed: u32) -> Vec<Vec<u8>> {
+        let mut rest = bytes;
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let (head, tail) = rest.split_at((seed as usize % 64 + 1).min(rest.len()));
+            out.push(head.to_vec());
+            rest = tail;
+        }
+        out
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn data(events: &[Event]) -> Vec<&str> {
+        events.iter().map(|e| e.data.as_str()).collect()
+    }
+
+    #[test]
+    fn conformance_cases() {
+        let cases: Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sse-conformance.json"
+        )))
+        .unwrap();
+        let cases = cases.as_array().unwrap();
+        assert_eq!(cases.len(), 42);
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let bytes = match case["stream_hex"].as_str() {
+                Some(h) => hex(h),
+                None => case["stream"].as_str().unwrap().as_bytes().to_vec(),
+            };
+            let expected: Vec<(&str, &str, &str)> = case["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let field = |k: &str| e[k].as_str().unwrap();
+                    (field("event"), field("data"), field("id"))
+                })
+                .collect();
+            let mut feeds = vec![("whole", whole(&bytes)), ("bytewise", bytewise(&bytes))];
+            if let Some(chunks) = case["chunks_hex"].as_array() {
+                let chunks = chunks.iter().map(|c| hex(c.as_str().unwrap())).collect();
+                feeds.push(("chunks_hex", chunks));
+            }
+            for (feed, chunks) in feeds {
+                let outcome = parse(chunks, LIMIT);
+                assert!(!outcome.pending, "{name} ({feed})");
+                let got: Vec<(&str, &str, &str)> = outcome
+                    .events
+                    .iter()
+                    .map(|e| (e.event.as_str(), e.data.as_str(), e.id.as_str()))
+                    .collect();
+                if name == "utf8-invalid-byte-replaced" {
+                    // Deliberate deviation: WHATWG turns the 0xFF into U+FFFD, but a proxy that
+                    // substituted characters would make a corrupt answer look complete, so
+                    // invalid UTF-8 from an upstream is a broken stream: everything before the
+                    // bad line is delivered, then the stream fails.
+                    let before: Vec<_> = expected
+                        .iter()
+                        .copied()
+                        .take_while(|e| !e.1.contains('\u{FFFD}'))
+                        .collect();
+                    assert_eq!(got, before, "{name} ({feed})");
+                    assert!(
+                        matches!(outcome.error, Some(SseError::InvalidUtf8)),
+                        "{name} ({feed})"
+                    );
+                    continue;
+                }
+                assert!(outcome.error.is_none(), "{name} ({feed})");
+                assert_eq!(got, expected, "{name} ({feed})");
+                let retry = outcome.events.iter().filter_map(|e| e.retry).next_back();
+                assert_eq!(
+                    retry.map(|r| r.as_millis()),
+                    case["retry"].as_u64().map(u128::from),
+                    "{name} ({feed}): retry"
+                );
+                if let Some(after) = case["last_event_id_after"].as_str() {
+                    let last = outcome.events.last().map_or("", |e| e.id.as_str());
+                    assert_eq!(last, after, "{name} ({feed}): last event id");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn upstream_recordings() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream");
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}/expected.json")).unwrap())
+                .unwrap();
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|ext| ext != "sse") {
+                continue;
+            }
+            files += 1;
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let want = expected[name]["sse_events_dispatched_strict"]
+                .as_u64()
+                .unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let reference = parse(whole(&bytes), LIMIT);
+            assert!(reference.error.is_none() && !reference.pending, "{name}");
+            assert_eq!(reference.events.len() as u64, want, "{name}");
+            for (feed, chunks) in [
+                ("bytewise", bytewise(&bytes)),
+                ("random", random_pieces(&bytes, files)),
+            ] {
+                let outcome = parse(chunks, LIMIT);
+                assert!(
+                    outcome.error.is_none() && !outcome.pending,
+                    "{name} ({feed})"
+                );
+                assert_eq!(outcome.events, reference.events, "{name} ({feed})");
+            }
+        }
+        assert_eq!(files, 25);
+    }
+
+    #[test]
+    fn bom_split_anywhere_is_stripped() {
+        let bytes = b"\xEF\xBB\xBFdata: x\n\n";
+        for i in 0..=4 {
+            for j in i..=5 {
+                let chunks = vec![
+                    bytes[..i].to_vec(),
+                    bytes[i..j].to_vec(),
+                    bytes[j..].to_vec(),
+                ];
+                let outcome = parse(chunks, LIMIT);
+                assert!(outcome.error.is_none(), "split at {i}, {j}");
+                assert_eq!(data(&outcome.events), ["x"], "split at {i}, {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn bom_alone_then_eof() {
+        for chunks in [
+            whole(b"\xEF\xBB\xBF"),
+            bytewise(b"\xEF\xBB\xBF"),
+            whole(b"\xEF\xBB"),
+            vec![b"\xEF".to_vec(), Vec::new()],
+            Vec::new(),
+        ] {
+            let outcome = parse(chunks, LIMIT);
+            assert!(outcome.events.is_empty() && outcome.error.is_none() && !outcome.pending);
+        }
+    }
+
+    #[test]
+    fn partial_bom_is_kept_as_data() {
+        // EF BB followed by 'd' is not UTF-8; the stray bytes must not be silently dropped.
+        for chunks in [
+            whole(b"\xEF\xBBdata: x\n\n"),
+            bytewise(b"\xEF\xBBdata: x\n\n"),
+        ] {
+            let outcome = parse(chunks, LIMIT);
+            assert!(outcome.events.is_empty());
+            assert!(matches!(outcome.error, Some(SseError::InvalidUtf8)));
+        }
+    }
+
+    #[test]
+    fn cr_only_stream_dispatches_every_event() {
+        let bytes = b"data: a\rdata: b\r\rdata: c\r\r";
+        for chunks in [whole(bytes), bytewise(bytes)] {
+            let outcome = parse(chunks.clone(), LIMIT);
+            assert!(outcome.error.is_none());
+            assert_eq!(data(&outcome.events), ["a\nb", "c"]);
+
+            // The last event must not wait for a byte after its final CR.
+            let open =
+                stream::iter(chunks.into_iter().map(Ok::<_, Infallible>)).chain(stream::pending());
+            let outcome = drive(events(open, LIMIT));
+            assert!(outcome.pending);
+            assert_eq!(data(&outcome.events), ["a\nb", "c"]);
+        }
+    }
+
+    #[test]
+    fn one_mib_line_in_16_byte_pieces() {
+        // Multi-byte characters make the 16-byte pieces split them.
+        let value = "aé€😊".repeat((1 << 20) / 10);
+        let bytes = format!("data: {value}\n\n").into_bytes();
+        let outcome = parse(pieces(&bytes, 16), 2 << 20);
+        assert!(outcome.error.is_none());
+        assert_eq!(data(&outcome.events), [value.as_str()]);
+    }
+
+    #[test]
+    fn invalid_utf8_ends_the_stream_after_earlier_events() {
+        let bytes = b"data: a\n\ndata: b\xC3(\n\ndata: c\n\n";
+        for chunks in [whole(bytes), bytewise(bytes)] {
+            // The body stays open: the error must come at the bad line, not at end of stream.
+            let open =
+                stream::iter(chunks.into_iter().map(Ok::<_, Infallible>)).chain(stream::pending());
+            let outcome = drive(events(open, LIMIT));
+            assert_eq!(data(&outcome.events), ["a"]);
+            assert!(matches!(outcome.error, Some(SseError::InvalidUtf8)));
+        }
+    }
+
+    #[test]
+    fn line_over_the_limit() {
+        let at_limit = format!("data: {}\n\n", "x".repeat(26));
+        let over = format!("data: {}\n\n", "x".repeat(27));
+        let unterminated = format!("data: {}", "x".repeat(100));
+        for chunks in [whole, bytewise] {
+            let outcome = parse(chunks(at_limit.as_bytes()), 32);
+            assert!(outcome.error.is_none());
+            assert_eq!(outcome.events.len(), 1);
+            for bytes in [&over, &unterminated] {
+                let outcome = parse(chunks(bytes.as_bytes()), 32);
+                assert!(matches!(
+                    outcome.error,
+                    Some(SseError::TooLong { limit: 32 })
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn event_over_the_limit() {
+        let bytes = format!("data: first\n\n{}\n", "data: abc\n".repeat(20));
+        for chunks in [whole(bytes.as_bytes()), bytewise(bytes.as_bytes())] {
+            let outcome = parse(chunks, 64);
+            assert_eq!(data(&outcome.events), ["first"]);
+            assert!(matches!(
+                outcome.error,
+                Some(SseError::TooLong { limit: 64 })
+            ));
+        }
+    }
+
+    #[test]
+    fn limit_applies_per_event() {
+        let bytes = "data: 0123456789\n\n".repeat(1000);
+        let outcome = parse(whole(bytes.as_bytes()), 64);
+        assert!(outcome.error.is_none());
+        assert_eq!(outcome.events.len(), 1000);
+    }
+
+    #[test]
+    fn endless_comments_buffer_nothing() {
+        let comment = format!(":{}\n", "k".repeat(200));
+        let keep_alive = format!("{comment}\n");
+        let mut bytes = keep_alive.repeat(5_000);
+        bytes.push_str(&format!(
+            "data: x\n{}\n{}",
+            comment.repeat(100),
+            keep_alive.repeat(100)
+        ));
+        for chunks in [
+            whole(bytes.as_bytes()),
+            pieces(bytes.as_bytes(), 7),
+            random_pieces(bytes.as_bytes(), 1),
+        ] {
+            // Comments far beyond the limit: they are skipped, not buffered.
+            let outcome = parse(chunks.clone(), 64);
+            assert!(outcome.error.is_none());
+            assert_eq!(data(&outcome.events), ["x"]);
+
+            // What reaches eventsource-stream: the priming blank line, the data line and the
+            // blank line ending it; nothing of the comments or of the blank lines after them,
+            // and the framer holds nothing back.
+            let body = stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+            let mut framer = Framer::new(body, 64);
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut handed = Vec::new();
+            while let Poll::Ready(Some(item)) = Pin::new(&mut framer).poll_next(&mut cx) {
+                handed.push(item.unwrap().into_owned());
+            }
+            assert_eq!(handed, [&b"\n"[..], b"data: x\n", b"\n"]);
+            assert_eq!(framer.lines.partial.capacity(), 0);
+        }
+    }
+
+    #[derive(Debug)]
+    struct Broken;
+
+    impl fmt::Display for Broken {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("https://upstream.example/v1?key=SECRET")
+        }
+    }
+
+    impl std::error::Error for Broken {}
+
+    #[test]
+    fn transport_error_passes_through_and_ends_the_stream() {
+        let body = stream::iter([
+            Ok(Bytes::from_static(b"data: a\n\ndata: pend")),
+            Err(Broken),
+            Ok(Bytes::from_static(b"ing\n\ndata: b\n\n")),
+        ]);
+        let outcome = drive(events(body, LIMIT));
+        assert_eq!(data(&outcome.events), ["a"]);
+        assert!(matches!(outcome.error, Some(SseError::Transport(Broken))));
+    }
+
+    #[test]
+    fn messages_carry_no_upstream_content() {
+        let err = SseError::Transport(Broken);
+        assert!(!err.to_string().contains("SECRET"));
+        assert!(std::error::Error::source(&err).is_some());
+        let too_long = SseError::<Broken>::TooLong { limit: 4096 }.to_string();
+        assert!(too_long.contains("4096"), "{too_long}");
+        assert!(!SseError::<Broken>::InvalidUtf8.to_string().is_empty());
+    }
+}

@@ -1,0 +1,120 @@
+//! The public event protocol that `/api/chat` streams (SPEC §2).
+//!
+//! These types are the contract with every front end, so they live apart from
+//! the code that produces them: `translate` builds them from upstream chunks,
+//! `relay` frames them as SSE, and `/v1` re-encodes them as OpenAI chunks.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// One event of a generation, in the order the client sees them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// First event of every stream.
+    Start { stream_id: String, model: String },
+    /// Assistant text; `refusal` marks text from `delta.refusal`.
+    Token {
+        token: String,
+        #[serde(skip_serializing_if = "is_false")]
+        refusal: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        choice: Option<u32>,
+    },
+    /// Thinking text from reasoning models.
+    Reasoning {
+        token: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        choice: Option<u32>,
+    },
+    /// A fragment of a tool call; `id` and `name` come with its first fragment.
+    ToolCall {
+        index: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        arguments: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        choice: Option<u32>,
+    },
+    /// The generation ended. `usage` is the upstream's own object, passed on
+    /// verbatim so vendor fields (cost, cached tokens...) survive.
+    Finish {
+        finish_reason: FinishReason,
+        usage: Option<Box<RawValue>>,
+    },
+    /// The generation failed after the stream began.
+    Error { code: ErrorCode, message: String },
+}
+
+impl StreamEvent {
+    /// `finish` and `error` end a stream; exactly one of them precedes `[DONE]`.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Finish { .. } | Self::Error { .. })
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a generation stopped. Upstream spellings of the same idea
+/// (`end_turn`, `max_tokens`, `function_call`...) are folded into these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Codes of the in-stream `error` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    UpstreamError,
+    UpstreamDisconnected,
+    UpstreamTimeout,
+    InvalidUpstreamData,
+    Cancelled,
+    ShuttingDown,
+    /// A follower asked for events that are no longer kept.
+    ResumeGap,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UpstreamError => "upstream_error",
+            Self::UpstreamDisconnected => "upstream_disconnected",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::InvalidUpstreamData => "invalid_upstream_data",
+            Self::Cancelled => "cancelled",
+            Self::ShuttingDown => "shutting_down",
+            Self::ResumeGap => "resume_gap",
+        }
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}

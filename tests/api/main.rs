@@ -1,0 +1,7 @@
+//! The one integration-test binary: every area of tokenrelay, tested over
+//! real HTTP against a real fake upstream.
+
+mod fake_upstream;
+mod helpers;
+
+mod chat;
