@@ -39,6 +39,11 @@ pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
     .await
 }
 
+/// A proxy serving the built-in demo model (no upstream configured).
+pub async fn spawn_demo_app() -> TestApp {
+    spawn_app_in_front_of(FakeUpstream::start().await, &[("DEFAULT_MODEL", "")]).await
+}
+
 /// A proxy in front of `upstream` (or the demo model, when the settings name no upstream).
 pub async fn spawn_app_in_front_of(upstream: FakeUpstream, settings: &[(&str, &str)]) -> TestApp {
     let defaults = [
@@ -71,7 +76,7 @@ pub async fn spawn_app_in_front_of(upstream: FakeUpstream, settings: &[(&str, &s
     }));
     TestApp {
         addr,
-        client: reqwest::Client::new(),
+        client: http_client(),
         upstream,
         shutdown: Some(shutdown),
         server: Some(server),
@@ -101,6 +106,13 @@ impl TestApp {
             .send()
             .await
             .unwrap_or_else(|error| panic!("POST /api/chat: {error}"))
+    }
+
+    /// Posts a chat and returns the response once its headers arrived.
+    pub async fn post_chat_and_wait(&self, body: &Value) -> reqwest::Response {
+        let response = self.post_chat(body).await;
+        assert_eq!(response.status(), 200, "the chat should start");
+        response
     }
 
     /// Posts a chat and reads the whole stream.
@@ -138,6 +150,19 @@ impl TestApp {
             None => true,
         }
     }
+}
+
+/// A plain HTTP client for the tests. reqwest needs a TLS crypto provider
+/// even for `http://`, and tokenrelay uses ring's.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// Reads a JSON body, failing the test with the text when it is not JSON.
+pub async fn json_body(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
 }
 
 /// One SSE frame as a client parses it (WHATWG rules, enough for our output).

@@ -5,3 +5,9 @@ mod fake_upstream;
 mod helpers;
 
 mod chat;
+mod cli;
+mod corpus;
+mod demo;
+mod failures;
+mod input;
+mod lifecycle;

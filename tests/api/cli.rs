@@ -1,0 +1,194 @@
+//! The `tokenrelay` binary as an operator meets it: `--help`, `.env`, flags
+//! over the environment, refusing bad values, the demo notice, and a clean
+//! exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokenrelay::config::SETTINGS;
+
+use crate::helpers::{Transcript, http_client};
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenrelay"));
+    for setting in SETTINGS {
+        command.env_remove(setting.name);
+    }
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// A fresh directory, so that no `.env` from elsewhere is picked up.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tokenrelay-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{error}"));
+    dir
+}
+
+fn output(command: &mut Command) -> (bool, String) {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("run tokenrelay: {error}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// A running server and the lines it has logged so far.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(command: &mut Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("spawn tokenrelay: {error}"));
+        let (sender, lines) = mpsc::channel();
+        let stdout = child
+            .stdout
+            .take()
+            .map(|out| Box::new(out) as Box<dyn std::io::Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|err| Box::new(err) as Box<dyn std::io::Read + Send>);
+        for pipe in [stdout, stderr].into_iter().flatten() {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = sender.send(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    /// Waits for a logged line containing `needle`.
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(error) => panic!("no log line with {needle:?}: {error}"),
+            }
+        }
+    }
+
+    fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "could not send SIGTERM"
+        );
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn help_documents_every_setting() {
+    let (ok, text) = output(binary().arg("--help"));
+
+    assert!(ok);
+    for setting in SETTINGS {
+        let flag = format!("--{}", setting.name.to_ascii_lowercase().replace('_', "-"));
+        assert!(text.contains(&flag), "--help lacks {flag}");
+        assert!(text.contains(setting.name), "--help lacks {}", setting.name);
+    }
+}
+
+#[test]
+fn an_invalid_value_stops_the_server_naming_the_variable() {
+    let dir = scratch_dir("invalid");
+
+    let (env_ok, env_text) = output(
+        binary()
+            .current_dir(&dir)
+            .env("UPSTREAM_IDLE_TIMEOUT_SECS", "soon"),
+    );
+    let (flag_ok, flag_text) = output(
+        binary()
+            .current_dir(&dir)
+            .args(["--listen-addr", "nowhere"]),
+    );
+
+    assert!(
+        !env_ok && env_text.contains("UPSTREAM_IDLE_TIMEOUT_SECS"),
+        "{env_text}"
+    );
+    assert!(!flag_ok && flag_text.contains("LISTEN_ADDR"), "{flag_text}");
+}
+
+#[test]
+fn dot_env_is_read_and_flags_win_over_it() {
+    let dir = scratch_dir("dotenv");
+    std::fs::write(
+        dir.join(".env"),
+        "KEEPALIVE_SECS=never\nLISTEN_ADDR=127.0.0.1:0\n",
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+
+    let (ok, text) = output(binary().current_dir(&dir));
+    assert!(
+        !ok && text.contains("KEEPALIVE_SECS"),
+        ".env should be read: {text}"
+    );
+
+    let mut server = Server::start(binary().current_dir(&dir).args(["--keepalive-secs", "5"]));
+    server.wait_for("listening");
+    assert!(
+        server.terminate(),
+        "the flag should override .env and the server run"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_announces_the_demo_model_serves_it_and_stops_on_sigterm() {
+    let dir = scratch_dir("demo");
+    let mut server = Server::start(binary().current_dir(&dir).env("LISTEN_ADDR", "127.0.0.1:0"));
+
+    server.wait_for("demo model");
+    let line = server.wait_for("listening");
+    let addr = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr in {line:?}"))
+        .to_owned();
+    let response = http_client()
+        .post(format!("http://{addr}/api/chat"))
+        .header("content-type", "application/json")
+        .body(json!({"prompt": "hello binary", "max_tokens": 5}).to_string())
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let transcript = Transcript::read(response).await;
+
+    assert_eq!(transcript.status, 200);
+    assert!(transcript.text_of("token").starts_with("You said"));
+    assert!(server.terminate(), "SIGTERM should stop the server cleanly");
+}

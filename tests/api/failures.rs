@@ -1,0 +1,467 @@
+//! Upstream failures as a client sees them: before the stream (SPEC §3, a
+//! status and an OpenAI-shaped JSON error, never a stream) and after it began
+//! (SPEC §2, one `error` event and then `[DONE]`, never a finish).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::fake_upstream::{Chunking, Reply};
+use crate::helpers::{TestApp, Transcript, spawn_app, spawn_app_with};
+
+// ---- before the stream: a status and a JSON error ------------------------
+
+#[tokio::test]
+async fn upstream_error_statuses_become_502_with_the_upstreams_status_and_message() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            400,
+            "Invalid value for 'temperature'",
+            "invalid_request_error",
+        ),
+        (401, "Incorrect API key provided", "invalid_request_error"),
+        (
+            404,
+            "The model `gpt-nine` does not exist",
+            "invalid_request_error",
+        ),
+        (429, "Rate limit reached for requests", "requests"),
+        (
+            500,
+            "The server had an error while processing your request",
+            "server_error",
+        ),
+        (503, "The engine is currently overloaded", "server_error"),
+    ];
+    for (status, message, kind) in cases {
+        // Arrange
+        app.upstream.push(Reply::status(
+            status,
+            json!({"error": {"message": message, "type": kind, "param": null, "code": null}}),
+        ));
+
+        // Act
+        let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+        // Assert
+        let context = format!("upstream {status}");
+        let error = assert_refused(&transcript, 502, "upstream_error", &context);
+        let ours = error["message"].as_str().unwrap_or_default();
+        assert!(
+            ours.contains(message) && ours.contains(&status.to_string()),
+            "{context}: our message should carry the upstream's message and status, got {ours:?}"
+        );
+        assert_eq!(error["upstream_status"], json!(status), "{context}");
+        assert_still_serves(&app, &context).await;
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_401_that_quotes_our_key_never_shows_the_key() {
+    // Arrange
+    let key = "sk-proj-Th1sIsTheUpstreamSecret";
+    let app = spawn_app_with(&[("UPSTREAM_API_KEY", key)]).await;
+    app.upstream.push(Reply::status(
+        401,
+        json!({"error": {
+            "message": format!("Incorrect API key provided: {key}. You can find your API key at https://platform.openai.com/account/api-keys."),
+            "type": "invalid_request_error", "param": null, "code": "invalid_api_key"
+        }}),
+    ));
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+    // Assert
+    let error = assert_refused(&transcript, 502, "upstream_error", "401 quoting the key");
+    assert_eq!(error["upstream_status"], json!(401));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Incorrect API key provided"),
+        "the upstream's explanation is still passed on: {error}"
+    );
+    assert!(
+        !transcript.text.contains(key),
+        "our upstream key reached a client: {}",
+        transcript.text
+    );
+    assert!(
+        transcript
+            .headers
+            .values()
+            .all(|value| !String::from_utf8_lossy(value.as_bytes()).contains(key)),
+        "our upstream key is in a response header"
+    );
+    assert_still_serves(&app, "after a 401").await;
+}
+
+#[tokio::test]
+async fn a_200_that_is_not_an_event_stream_is_a_502_naming_the_content_type() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            "text/html",
+            Reply::sse("<html><body>Bad gateway</body></html>")
+                .content_type("text/html; charset=utf-8"),
+        ),
+        (
+            "application/json",
+            Reply::status(
+                200,
+                json!({"id": "chatcmpl-1", "object": "chat.completion", "choices": []}),
+            ),
+        ),
+    ];
+    for (content_type, reply) in cases {
+        // Arrange
+        app.upstream.push(reply);
+
+        // Act
+        let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+        // Assert
+        let context = format!("a 200 with {content_type}");
+        let error = assert_refused(&transcript, 502, "upstream_error", &context);
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(content_type),
+            "{context}: the message should name the content type, got {error}"
+        );
+        assert_still_serves(&app, &context).await;
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_refuses_connections_is_a_502() {
+    // Arrange
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|error| panic!("bind: {error}"));
+        listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("addr: {error}"))
+            .port()
+    };
+    let dead = format!("http://127.0.0.1:{port}/v1");
+    let app = spawn_app_with(&[("UPSTREAM_BASE_URL", dead.as_str())]).await;
+
+    for attempt in ["first", "second"] {
+        // Act
+        let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+        // Assert
+        let context = format!("{attempt} request to a closed port");
+        let error = assert_refused(&transcript, 502, "upstream_error", &context);
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase()
+                .contains("connect"),
+            "{context}: the message should say the upstream could not be reached, got {error}"
+        );
+    }
+    assert_eq!(
+        app.get("/healthz").await.status().as_u16(),
+        200,
+        "the server still answers after failed upstream connections"
+    );
+}
+
+#[tokio::test]
+async fn no_response_headers_in_time_is_a_504() {
+    // Arrange
+    let app = spawn_app_with(&[("UPSTREAM_HEADERS_TIMEOUT_SECS", "0.3")]).await;
+    app.upstream
+        .push(Reply::tokens(&["too", " late"]).headers_after(Duration::from_secs(2)));
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+    // Assert
+    assert_refused(&transcript, 504, "upstream_timeout", "headers after 2 s");
+    assert_still_serves(&app, "after a headers timeout").await;
+}
+
+// ---- after the 200: an error event, then [DONE] --------------------------
+
+#[tokio::test]
+async fn an_upstream_cut_before_the_finish_is_upstream_disconnected() {
+    // Arrange
+    let app = spawn_app().await;
+    // Pieces: the role chunk, "one", " two"; then the connection is aborted.
+    app.upstream.push(
+        Reply::tokens(&["one", " two", " three"])
+            .chunked(Chunking::Events)
+            .cut_after(3),
+    );
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+    // Assert
+    assert_failed_after_start(&transcript, "upstream_disconnected", "cut after 3 pieces");
+    assert_eq!(transcript.text_of("token"), "one two");
+}
+
+#[tokio::test]
+async fn a_clean_end_without_finish_or_done_is_upstream_disconnected() {
+    // Arrange
+    let app = spawn_app().await;
+    app.upstream.push(Reply::sse(
+        [content_chunk("half"), content_chunk(" an answer")].concat(),
+    ));
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+    // Assert
+    assert_failed_after_start(&transcript, "upstream_disconnected", "no finish, no [DONE]");
+    assert_eq!(transcript.text_of("token"), "half an answer");
+}
+
+#[tokio::test]
+async fn an_error_object_inside_the_stream_is_upstream_error() {
+    let app = spawn_app().await;
+    let error = json!({"error": {"message": "boom", "type": "server_error"}});
+    let forms = [
+        ("a data chunk", format!("data: {error}\n\n")),
+        (
+            "an `event: error`",
+            format!("event: error\ndata: {error}\n\n"),
+        ),
+    ];
+    for (form, error_event) in forms {
+        // Arrange
+        app.upstream.push(Reply::sse(
+            [
+                content_chunk("so far"),
+                error_event,
+                finish_chunk("stop"),
+                "data: [DONE]\n\n".to_owned(),
+            ]
+            .concat(),
+        ));
+
+        // Act
+        let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+        // Assert
+        let event = assert_failed_after_start(&transcript, "upstream_error", form);
+        assert!(
+            event["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("boom"),
+            "{form}: the upstream's message should be passed on, got {event}"
+        );
+        assert_eq!(transcript.text_of("token"), "so far", "{form}");
+    }
+}
+
+#[tokio::test]
+async fn an_idle_upstream_is_upstream_timeout_and_is_hung_up_on() {
+    // Arrange
+    let app = spawn_app_with(&[("UPSTREAM_IDLE_TIMEOUT_SECS", "0.3")]).await;
+    // Pieces: the role chunk and "first"; then silence with the connection open.
+    app.upstream.push(
+        Reply::tokens(&["first", " second"])
+            .chunked(Chunking::Events)
+            .hang_after(2),
+    );
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+    // Assert
+    assert_failed_after_start(&transcript, "upstream_timeout", "silent upstream");
+    assert_eq!(transcript.text_of("token"), "first");
+    assert!(
+        app.upstream.wait_dropped(1, Duration::from_secs(5)).await,
+        "the proxy kept the silent upstream request open"
+    );
+}
+
+#[tokio::test]
+async fn the_optional_total_timeout_ends_a_long_generation() {
+    // Arrange
+    let app = spawn_app_with(&[("UPSTREAM_TOTAL_TIMEOUT_SECS", "0.5")]).await;
+    app.upstream.push(paced_tokens(50));
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+    // Assert
+    let event = assert_failed_after_start(&transcript, "upstream_timeout", "total limit 0.5 s");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("total"),
+        "the message should name the total limit, got {event}"
+    );
+    assert!(
+        !transcript.text_of("token").is_empty(),
+        "tokens flowed before the limit"
+    );
+    assert!(
+        app.upstream.wait_dropped(1, Duration::from_secs(5)).await,
+        "the proxy kept the upstream request open after the total limit"
+    );
+}
+
+#[tokio::test]
+async fn without_a_total_timeout_a_generation_may_outlast_the_idle_timeout() {
+    // Arrange: 1.2 s in all, never more than 0.1 s of silence.
+    let app = spawn_app_with(&[("UPSTREAM_IDLE_TIMEOUT_SECS", "0.5")]).await;
+    app.upstream.push(paced_tokens(12));
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+    // Assert
+    assert_eq!(transcript.status, 200);
+    assert_eq!(
+        transcript.text_of("token"),
+        "t0 t1 t2 t3 t4 t5 t6 t7 t8 t9 t10 t11 "
+    );
+    let terminal = transcript.terminal();
+    assert_eq!(terminal.len(), 1, "{terminal:?}");
+    assert_eq!(terminal[0]["type"], "finish", "{terminal:?}");
+    assert_eq!(terminal[0]["finish_reason"], "stop");
+    assert!(transcript.ends_with_done());
+}
+
+#[tokio::test]
+async fn a_data_chunk_that_is_not_json_is_invalid_upstream_data() {
+    // Arrange
+    let app = spawn_app().await;
+    app.upstream.push(Reply::sse(
+        [
+            content_chunk("ok"),
+            "data: <html>502 Bad Gateway</html>\n\n".to_owned(),
+            content_chunk(" never"),
+            finish_chunk("stop"),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat(),
+    ));
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+    // Assert
+    assert_failed_after_start(&transcript, "invalid_upstream_data", "a non-JSON chunk");
+    assert_eq!(transcript.text_of("token"), "ok");
+}
+
+// ---- helpers -------------------------------------------------------------
+
+/// Asserts a refusal before any stream: `status`, a JSON body
+/// `{"error":{"code","message","type"}}` with `code`, and no event stream.
+/// Returns the `error` object.
+fn assert_refused(transcript: &Transcript, status: u16, code: &str, context: &str) -> Value {
+    assert_eq!(transcript.status, status, "{context}: {}", transcript.text);
+    let content_type = transcript.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{context}: a JSON error, not {content_type:?}"
+    );
+    let body: Value = serde_json::from_str(&transcript.text)
+        .unwrap_or_else(|error| panic!("{context}: not JSON ({error}): {}", transcript.text));
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "{context}: {body}");
+    for field in ["message", "type"] {
+        assert!(
+            error[field].as_str().is_some_and(|text| !text.is_empty()),
+            "{context}: `error.{field}` should be a non-empty string: {body}"
+        );
+    }
+    error.clone()
+}
+
+/// Asserts a stream that began and then failed: 200, `start` first, exactly
+/// one terminal event which is an `error` with `code`, no `finish`, and
+/// `data: [DONE]` last. Returns the `error` event.
+pub(crate) fn assert_failed_after_start(
+    transcript: &Transcript,
+    code: &str,
+    context: &str,
+) -> Value {
+    assert_eq!(transcript.status, 200, "{context}: {}", transcript.text);
+    let events = transcript.events();
+    assert_eq!(
+        events.first().map(|event| &event["type"]),
+        Some(&json!("start")),
+        "{context}: {events:?}"
+    );
+    let terminal = transcript.terminal();
+    assert_eq!(
+        terminal.len(),
+        1,
+        "{context}: exactly one finish or error, got {terminal:?}"
+    );
+    let error = &terminal[0];
+    assert_eq!(error["type"], "error", "{context}: {error}");
+    assert_eq!(error["code"], code, "{context}: {error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|text| !text.is_empty()),
+        "{context}: the error explains itself: {error}"
+    );
+    assert_eq!(
+        events.last(),
+        Some(error),
+        "{context}: nothing follows the error"
+    );
+    assert!(
+        transcript.ends_with_done(),
+        "{context}: the stream ends with data: [DONE]"
+    );
+    error.clone()
+}
+
+/// A normal chat still works on `app`.
+async fn assert_still_serves(app: &TestApp, context: &str) {
+    app.upstream.push(Reply::tokens(&["still", " here"]));
+    let transcript = app.chat(&json!({"prompt": "again"})).await;
+    assert_eq!(transcript.status, 200, "{context}: the next chat failed");
+    assert_eq!(transcript.text_of("token"), "still here", "{context}");
+    let terminal = transcript.terminal();
+    assert_eq!(
+        terminal.first().map(|event| &event["type"]),
+        Some(&json!("finish")),
+        "{context}: {terminal:?}"
+    );
+}
+
+/// `n` tokens, one every 100 ms.
+fn paced_tokens(n: usize) -> Reply {
+    let tokens: Vec<String> = (0..n).map(|i| format!("t{i} ")).collect();
+    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    Reply::tokens(&tokens)
+        .chunked(Chunking::Events)
+        .pace(Duration::from_millis(100))
+}
+
+/// One OpenAI chat chunk carrying `text` for choice 0.
+pub(crate) fn content_chunk(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+    )
+}
+
+/// One OpenAI chat chunk ending choice 0 with `reason`.
+pub(crate) fn finish_chunk(reason: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
+    )
+}
