@@ -41,6 +41,7 @@ async fn a_client_that_leaves_stops_the_upstream() {
         app.upstream.wait_dropped(1, Duration::from_secs(2)).await,
         "the upstream request should be dropped when the only client leaves"
     );
+    assert_eq!(app.upstream.bodies_dropped(), 1);
     assert_eq!(app.upstream.bodies_open(), 0);
 }
 
@@ -48,9 +49,7 @@ async fn a_client_that_leaves_stops_the_upstream() {
 async fn many_clients_leaving_at_once_leave_no_upstream_open() {
     let app = spawn_app().await;
     let clients = 20;
-    for _ in 0..clients {
-        app.upstream.push(long_answer());
-    }
+    app.upstream.set_default(long_answer());
 
     let responses = futures_util::future::join_all((0..clients).map(|_| async {
         read_until_first_token(app.post_chat_and_wait(&json!({"prompt": "x"})).await).await

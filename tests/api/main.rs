@@ -11,3 +11,4 @@ mod demo;
 mod failures;
 mod input;
 mod lifecycle;
+mod retries;
