@@ -255,7 +255,10 @@ impl Generation {
                         "no client was attached for the resume grace period",
                     )),
                     item = upstream.next() => match item {
-                        Some(Ok(chunk)) => translator.push(&chunk.event, &chunk.data, &mut events),
+                        Some(Ok(chunk)) => {
+                            translator.push(&chunk.event, &chunk.data, &mut events);
+                            upstream.scrub(&mut events);
+                        }
                         Some(Err(failure)) => break Some(failure.into()),
                         None => translator.end(&mut events),
                     },

@@ -12,6 +12,8 @@
 mod sse;
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -193,11 +195,20 @@ impl Upstream {
     }
 
     fn events(&self, response: reqwest::Response, started: Instant) -> UpstreamEvents {
+        let activity = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&activity);
+        // Bytes that complete no event (keep-alive comments, a long line in
+        // pieces) still prove the upstream is alive.
+        let body = response
+            .bytes_stream()
+            .inspect(move |_| seen.store(true, Ordering::Relaxed));
         let mut events = UpstreamEvents {
-            inner: Box::pin(sse::events(response.bytes_stream(), self.max_line_bytes)),
+            inner: Box::pin(sse::events(body, self.max_line_bytes)),
             idle: self.timeouts.idle,
             alarm: Box::pin(tokio::time::sleep(self.timeouts.idle)),
+            activity,
             deadline: self.timeouts.total.map(|total| (total, started + total)),
+            api_key: self.api_key.clone(),
             finished: false,
         };
         let alarm = events.next_alarm();
@@ -207,15 +218,23 @@ impl Upstream {
 
     /// Upstreams sometimes quote the key they were sent in their complaint.
     fn redact(&self, error: Error) -> Error {
-        match (&self.api_key, error) {
-            (Some(key), Error::Upstream { status, message }) if message.contains(key.expose()) => {
-                Error::Upstream {
-                    status,
-                    message: message.replace(key.expose(), "***"),
-                }
-            }
-            (_, error) => error,
+        match error {
+            Error::Upstream { status, message } => Error::Upstream {
+                status,
+                message: mask(self.api_key.as_ref(), message),
+            },
+            error => error,
         }
+    }
+}
+
+/// `text` with every occurrence of our key replaced by `***`.
+fn mask(key: Option<&Secret>, text: String) -> String {
+    match key {
+        Some(key) if !key.expose().is_empty() && text.contains(key.expose()) => {
+            text.replace(key.expose(), "***")
+        }
+        _ => text,
     }
 }
 
@@ -349,7 +368,10 @@ pub struct UpstreamEvents {
     idle: Duration,
     /// Fires at the idle deadline or the total deadline, whichever is first.
     alarm: Pin<Box<Sleep>>,
+    /// Set when bytes arrive; cleared when an event does.
+    activity: Arc<AtomicBool>,
     deadline: Option<(Duration, Instant)>,
+    api_key: Option<Secret>,
     finished: bool,
 }
 
@@ -368,12 +390,20 @@ impl Stream for UpstreamEvents {
         }
         let item = match self.inner.as_mut().poll_next(cx) {
             Poll::Ready(item) => item,
-            Poll::Pending => {
+            Poll::Pending => loop {
                 ready!(self.alarm.as_mut().poll(cx));
-                let failure = self.timeout();
-                return self.fail(failure);
-            }
+                let total_passed = self
+                    .deadline
+                    .is_some_and(|(_, deadline)| Instant::now() >= deadline);
+                if total_passed || !self.activity.swap(false, Ordering::Relaxed) {
+                    let failure = self.timeout();
+                    return self.fail(failure);
+                }
+                let alarm = self.next_alarm();
+                self.alarm.as_mut().reset(alarm);
+            },
         };
+        self.activity.store(false, Ordering::Relaxed);
         if self
             .deadline
             .is_some_and(|(_, deadline)| Instant::now() >= deadline)
@@ -395,6 +425,15 @@ impl Stream for UpstreamEvents {
 }
 
 impl UpstreamEvents {
+    /// Masks our key in upstream error messages before they reach clients.
+    pub fn scrub(&self, events: &mut [StreamEvent]) {
+        for event in events {
+            if let StreamEvent::Error { message, .. } = event {
+                *message = mask(self.api_key.as_ref(), std::mem::take(message));
+            }
+        }
+    }
+
     /// The idle deadline, or the total deadline if that comes first.
     fn next_alarm(&self) -> Instant {
         let idle = Instant::now() + self.idle;

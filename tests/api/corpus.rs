@@ -3,7 +3,7 @@
 //! framing variants, bytes that are not an event stream, and the recordings of
 //! other APIs, which must still end honestly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -47,7 +47,8 @@ async fn openai_chat_recordings_come_out_right_in_random_pieces() {
 async fn sse_framing_variants_give_the_same_events_as_the_recording() {
     // Arrange
     let file = "openai-content-usage.sse";
-    let original = fixture_bytes(file);
+    let original = String::from_utf8(fixture_bytes(file))
+        .unwrap_or_else(|error| panic!("{file} is not UTF-8: {error}"));
     let app = spawn_app().await;
     app.upstream.push(Reply::sse(original.clone()));
     let reference = app.chat(&json!({"prompt": "x"})).await;
@@ -59,21 +60,35 @@ async fn sse_framing_variants_give_the_same_events_as_the_recording() {
         "{file} as recorded"
     );
     assert!(!reference.text_of("token").is_empty(), "{file} as recorded");
-    let variants: [(&str, Vec<u8>); 4] = [
-        ("CRLF line endings", replace_all(&original, b"\n", b"\r\n")),
-        ("CR line endings", replace_all(&original, b"\n", b"\r")),
-        (
-            "a leading BOM",
-            [b"\xEF\xBB\xBF".as_slice(), &original].concat(),
-        ),
+    let variants: [(&str, String); 6] = [
+        ("CRLF line endings", original.replace('\n', "\r\n")),
+        ("CR line endings", original.replace('\n', "\r")),
+        ("a leading BOM", format!("\u{FEFF}{original}")),
         (
             "`data:` without a space",
-            replace_all(
-                &[b"\n".as_slice(), &original].concat(),
-                b"\ndata: ",
-                b"\ndata:",
-            )[1..]
-                .to_vec(),
+            map_lines(&original, |_, line| match line.strip_prefix("data: ") {
+                Some(data) => format!("data:{data}"),
+                None => line.to_owned(),
+            }),
+        ),
+        (
+            "each JSON chunk split over two `data:` lines",
+            map_lines(&original, |_, line| match line.split_once(',') {
+                Some((head, tail)) if line.starts_with("data: {") => {
+                    format!("{head},\ndata: {tail}")
+                }
+                _ => line.to_owned(),
+            }),
+        ),
+        (
+            "comment, `id:` and `event: message` lines",
+            map_lines(&original, |n, line| {
+                if line.starts_with("data:") {
+                    format!(": keep-alive\nid: {n}\nevent: message\n{line}")
+                } else {
+                    line.to_owned()
+                }
+            }),
         ),
     ];
 
@@ -249,12 +264,27 @@ fn check_recording(expected: &Value, transcript: &Transcript) -> Vec<String> {
         })
         .collect();
     let seen = extract(&events);
-    for index in wanted.keys().chain(seen.keys()) {
-        let (want, got) = (wanted.get(index), seen.get(index));
-        if want.unwrap_or(&Extracted::default()) != got.unwrap_or(&Extracted::default()) {
+    let indices: BTreeSet<u64> = wanted.keys().chain(seen.keys()).copied().collect();
+    for index in indices {
+        let nothing = Extracted::default();
+        let want = wanted.get(&index).unwrap_or(&nothing);
+        let got = seen.get(&index).unwrap_or(&nothing);
+        let mut differ = |what: &str, want: &dyn std::fmt::Debug, got: &dyn std::fmt::Debug| {
             problems.push(format!(
-                "choice {index}: expected {want:#?}\n  but the client saw {got:#?}"
+                "choice {index} {what}: expected {want:?}\n  but the client saw {got:?}"
             ));
+        };
+        if want.content != got.content {
+            differ("content", &want.content, &got.content);
+        }
+        if want.refusal != got.refusal {
+            differ("refusal", &want.refusal, &got.refusal);
+        }
+        if want.reasoning != got.reasoning {
+            differ("reasoning", &want.reasoning, &got.reasoning);
+        }
+        if want.tool_calls != got.tool_calls {
+            differ("tool calls", &want.tool_calls, &got.tool_calls);
         }
     }
 
@@ -419,6 +449,18 @@ fn fixture_bytes(file: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|error| panic!("read {path}: {error}"))
 }
 
+/// Rewrites every LF-terminated line of `text` with `f(line number, line)`.
+fn map_lines(text: &str, f: impl Fn(usize, &str) -> String) -> String {
+    text.split_inclusive('\n')
+        .enumerate()
+        .map(|(n, line)| match line.strip_suffix('\n') {
+            Some(line) => format!("{}\n", f(n, line)),
+            None => f(n, line),
+        })
+        .collect()
+}
+
+/// `bytes` with every `from` replaced by `to`.
 fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut rest = bytes;

@@ -60,12 +60,11 @@ async fn upstream_error_statuses_become_502_with_the_upstreams_status_and_messag
 #[tokio::test]
 async fn an_upstream_401_that_quotes_our_key_never_shows_the_key() {
     // Arrange
-    let key = "sk-proj-Th1sIsTheUpstreamSecret";
-    let app = spawn_app_with(&[("UPSTREAM_API_KEY", key)]).await;
+    let app = spawn_app_with(&[("UPSTREAM_API_KEY", UPSTREAM_KEY)]).await;
     app.upstream.push(Reply::status(
         401,
         json!({"error": {
-            "message": format!("Incorrect API key provided: {key}. You can find your API key at https://platform.openai.com/account/api-keys."),
+            "message": format!("Incorrect API key provided: {UPSTREAM_KEY}. You can find your API key at https://platform.openai.com/account/api-keys."),
             "type": "invalid_request_error", "param": null, "code": "invalid_api_key"
         }}),
     ));
@@ -83,18 +82,7 @@ async fn an_upstream_401_that_quotes_our_key_never_shows_the_key() {
             .contains("Incorrect API key provided"),
         "the upstream's explanation is still passed on: {error}"
     );
-    assert!(
-        !transcript.text.contains(key),
-        "our upstream key reached a client: {}",
-        transcript.text
-    );
-    assert!(
-        transcript
-            .headers
-            .values()
-            .all(|value| !String::from_utf8_lossy(value.as_bytes()).contains(key)),
-        "our upstream key is in a response header"
-    );
+    assert_key_never_shown(&transcript);
     assert_still_serves(&app, "after a 401").await;
 }
 
@@ -189,6 +177,33 @@ async fn no_response_headers_in_time_is_a_504() {
 }
 
 // ---- after the 200: an error event, then [DONE] --------------------------
+
+#[tokio::test]
+async fn an_error_inside_the_stream_that_quotes_our_key_never_shows_the_key() {
+    // Arrange
+    let app = spawn_app_with(&[("UPSTREAM_API_KEY", UPSTREAM_KEY)]).await;
+    let error = json!({"error": {
+        "message": format!("API key {UPSTREAM_KEY} was revoked during the request"),
+        "type": "invalid_request_error"
+    }});
+    app.upstream.push(Reply::sse(
+        [content_chunk("so far"), format!("data: {error}\n\n")].concat(),
+    ));
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+    // Assert
+    let event = assert_failed_after_start(&transcript, "upstream_error", "in-stream key echo");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was revoked during the request"),
+        "the upstream's explanation is still passed on: {event}"
+    );
+    assert_key_never_shown(&transcript);
+}
 
 #[tokio::test]
 async fn an_upstream_cut_before_the_finish_is_upstream_disconnected() {
@@ -288,6 +303,35 @@ async fn an_idle_upstream_is_upstream_timeout_and_is_hung_up_on() {
 }
 
 #[tokio::test]
+async fn upstream_keep_alive_comments_are_not_idleness() {
+    // Arrange: 1.6 s of `: OPENROUTER PROCESSING` every 0.2 s, then the answer.
+    let app = spawn_app_with(&[("UPSTREAM_IDLE_TIMEOUT_SECS", "0.5")]).await;
+    let body = [
+        ": OPENROUTER PROCESSING\n\n".repeat(8),
+        content_chunk("worth the wait"),
+        finish_chunk("stop"),
+        "data: [DONE]\n\n".to_owned(),
+    ]
+    .concat();
+    app.upstream.push(
+        Reply::sse(body)
+            .chunked(Chunking::Events)
+            .pace(Duration::from_millis(200)),
+    );
+
+    // Act
+    let transcript = app.chat(&json!({"prompt": "think hard"})).await;
+
+    // Assert
+    assert_eq!(
+        transcript.terminal(),
+        [json!({"type": "finish", "finish_reason": "stop", "usage": null})],
+        "an upstream that keeps sending comments is not silent"
+    );
+    assert_eq!(transcript.text_of("token"), "worth the wait");
+}
+
+#[tokio::test]
 async fn the_optional_total_timeout_ends_a_long_generation() {
     // Arrange
     let app = spawn_app_with(&[("UPSTREAM_TOTAL_TIMEOUT_SECS", "0.5")]).await;
@@ -361,6 +405,25 @@ async fn a_data_chunk_that_is_not_json_is_invalid_upstream_data() {
 }
 
 // ---- helpers -------------------------------------------------------------
+
+/// The key the proxy sends upstream in the key-echo tests.
+const UPSTREAM_KEY: &str = "sk-proj-Th1sIsTheUpstreamSecret";
+
+/// [`UPSTREAM_KEY`] appears nowhere in what the client received.
+fn assert_key_never_shown(transcript: &Transcript) {
+    assert!(
+        !transcript.text.contains(UPSTREAM_KEY),
+        "our upstream key reached a client: {}",
+        transcript.text
+    );
+    assert!(
+        transcript
+            .headers
+            .values()
+            .all(|value| !String::from_utf8_lossy(value.as_bytes()).contains(UPSTREAM_KEY)),
+        "our upstream key is in a response header"
+    );
+}
 
 /// Asserts a refusal before any stream: `status`, a JSON body
 /// `{"error":{"code","message","type"}}` with `code`, and no event stream.

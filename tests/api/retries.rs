@@ -16,7 +16,8 @@ fn overloaded() -> serde_json::Value {
 async fn server_errors_and_429_are_retried_until_the_upstream_answers() {
     let app = spawn_app_with(&[("UPSTREAM_RETRIES", "2")]).await;
     app.upstream.push(Reply::status(503, overloaded()));
-    app.upstream.push(Reply::status(429, overloaded()).retry_after(0));
+    app.upstream
+        .push(Reply::status(429, overloaded()).retry_after(0));
     app.upstream.push(Reply::tokens(&["third", " time"]));
 
     let transcript = app.chat(&json!({"prompt": "hi"})).await;
@@ -25,7 +26,11 @@ async fn server_errors_and_429_are_retried_until_the_upstream_answers() {
     assert_eq!(transcript.text_of("token"), "third time");
     let requests = app.upstream.requests();
     assert_eq!(requests.len(), 3);
-    assert!(requests.iter().all(|request| request.method == "POST" && request.body == requests[0].body));
+    assert!(
+        requests
+            .iter()
+            .all(|request| request.method == "POST" && request.body == requests[0].body)
+    );
 }
 
 #[tokio::test]
@@ -38,14 +43,24 @@ async fn retries_are_capped_and_then_the_upstream_error_is_reported() {
     assert_eq!(response.status(), 502);
     let body = json_body(response).await;
     assert_eq!(body["error"]["upstream_status"], 500);
-    assert!(app.upstream.wait_for_requests(2, Duration::from_secs(1)).await);
-    assert!(!app.upstream.wait_for_requests(3, Duration::from_millis(600)).await, "one retry only");
+    assert!(
+        app.upstream
+            .wait_for_requests(2, Duration::from_secs(1))
+            .await
+    );
+    assert!(
+        !app.upstream
+            .wait_for_requests(3, Duration::from_millis(600))
+            .await,
+        "one retry only"
+    );
 }
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_cap_is_reported_at_once() {
     let app = spawn_app_with(&[("UPSTREAM_RETRIES", "2")]).await;
-    app.upstream.push(Reply::status(429, overloaded()).retry_after(3600));
+    app.upstream
+        .push(Reply::status(429, overloaded()).retry_after(3600));
 
     let response = app.post_chat(&json!({"prompt": "hi"})).await;
 
@@ -56,7 +71,10 @@ async fn a_retry_after_beyond_the_cap_is_reported_at_once() {
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     let app = spawn_app_with(&[("UPSTREAM_RETRIES", "2")]).await;
-    app.upstream.push(Reply::status(400, json!({"error": {"message": "bad model"}})));
+    app.upstream.push(Reply::status(
+        400,
+        json!({"error": {"message": "bad model"}}),
+    ));
 
     let response = app.post_chat(&json!({"prompt": "hi"})).await;
 
@@ -67,11 +85,16 @@ async fn client_errors_are_not_retried() {
 #[tokio::test]
 async fn a_generation_that_started_streaming_is_never_sent_again() {
     let app = spawn_app_with(&[("UPSTREAM_RETRIES", "2")]).await;
-    app.upstream.push(Reply::tokens(&["partial", " answer", " cut"]).cut_after(2));
+    app.upstream
+        .push(Reply::tokens(&["partial", " answer", " cut"]).cut_after(2));
 
     let transcript = app.chat(&json!({"prompt": "hi"})).await;
 
     assert_eq!(transcript.terminal()[0]["code"], "upstream_disconnected");
     assert_eq!(app.upstream.requests().len(), 1, "never re-POSTed");
-    assert_eq!(app.upstream.bodies_dropped(), 0, "the upstream ended it, not us");
+    assert_eq!(
+        app.upstream.bodies_dropped(),
+        0,
+        "the upstream ended it, not us"
+    );
 }
