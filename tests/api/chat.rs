@@ -235,7 +235,7 @@ async fn keep_alive_comments_flow_before_the_first_token() {
         .unwrap_or_else(|| panic!("no token"));
     let pings_before = transcript.frames[..first_token]
         .iter()
-        .filter(|frame| frame.comments.iter().any(|comment| comment == "ping"))
+        .filter(|frame| frame.is_ping())
         .count();
     assert!(
         pings_before >= 2,

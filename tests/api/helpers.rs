@@ -183,6 +183,11 @@ impl Frame {
             .and_then(|data| serde_json::from_str(data).ok())
     }
 
+    /// A keep-alive comment frame.
+    pub fn is_ping(&self) -> bool {
+        self.comments.iter().any(|comment| comment == "ping")
+    }
+
     pub fn kind(&self) -> Option<String> {
         self.json()
             .and_then(|json| json.get("type").and_then(Value::as_str).map(str::to_owned))

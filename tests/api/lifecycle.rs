@@ -191,7 +191,7 @@ async fn keep_alive_flows_while_a_stream_is_idle() {
     let pings = transcript
         .frames
         .iter()
-        .filter(|frame| frame.comments.iter().any(|comment| comment == "ping"))
+        .filter(|frame| frame.is_ping())
         .count();
     assert!(
         pings >= 3,
