@@ -11,4 +11,5 @@ mod demo;
 mod failures;
 mod input;
 mod lifecycle;
+mod resume;
 mod retries;
