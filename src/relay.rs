@@ -52,7 +52,14 @@ pub fn response(id: StreamId, follower: Follower, keepalive: Duration) -> Respon
 
 fn frame(prefix: &str, entry: Entry) -> Event {
     match entry {
-        Entry::Event { seq, json } => Event::default().id(format!("{prefix}:{seq}")).data(&*json),
+        Entry::Event { seq, event } => {
+            let frame = Event::default().id(format!("{prefix}:{seq}"));
+            // Our own types always serialize; a failure would be a bug, and
+            // the client is still told rather than shown a silent gap.
+            frame.json_data(&*event).unwrap_or_else(|_| {
+                Event::default().data(r#"{"type":"error","code":"invalid_upstream_data","message":"an event could not be encoded"}"#)
+            })
+        }
         Entry::Done => done(),
         Entry::Gap { first_kept } => {
             let error = StreamEvent::error(

@@ -153,7 +153,7 @@ impl Ticket {
             stop: CancellationToken::new(),
             running: Mutex::new(Some(permit)),
         });
-        generation.append(&StreamEvent::Start {
+        generation.append(StreamEvent::Start {
             stream_id: id.to_string(),
             model: model.to_owned(),
         });
@@ -189,8 +189,9 @@ pub struct Generation {
 
 #[derive(Debug, Default)]
 struct Log {
-    /// Serialized events; the front one has sequence number `first_seq`.
-    events: VecDeque<Arc<str>>,
+    /// The events; the front one has sequence number `first_seq`. Each
+    /// follower serializes straight into its own response buffer.
+    events: VecDeque<Arc<StreamEvent>>,
     first_seq: u64,
     bytes: usize,
     finished: bool,
@@ -272,7 +273,7 @@ impl Generation {
         // Dropping the response closes the connection: the upstream stops generating.
         drop(upstream);
         if let Some(event) = ending {
-            self.append(&event);
+            self.append(event);
         }
         self.finish();
         tokio::time::sleep(config.ttl).await;
@@ -302,27 +303,18 @@ impl Generation {
 
     fn append_all(&self, events: &mut Vec<StreamEvent>) {
         for event in events.drain(..) {
-            self.append(&event);
+            self.append(event);
         }
     }
 
-    fn append(&self, event: &StreamEvent) {
-        let json: Arc<str> = match serde_json::to_string(event) {
-            Ok(json) => json.into(),
-            // Our own types always serialize; say so loudly if that ever changes.
-            Err(error) => {
-                tracing::error!(%error, "could not serialize an event");
-                return;
-            }
-        };
+    fn append(&self, event: StreamEvent) {
+        let size = event.size();
         let registry = &self.registry;
         let wakers = {
             let mut log = lock(&self.log);
-            log.bytes += json.len();
-            registry
-                .total_bytes
-                .fetch_add(json.len(), Ordering::Relaxed);
-            log.events.push_back(json);
+            log.bytes += size;
+            registry.total_bytes.fetch_add(size, Ordering::Relaxed);
+            log.events.push_back(Arc::new(event));
             let lost_listener = self.trim(&mut log);
             if lost_listener && log.positions.is_empty() {
                 self.listeners_changed.notify_waiters();
@@ -341,8 +333,8 @@ impl Generation {
         let mut freed = 0;
         while log.bytes > limit && log.events.len() > 1 {
             if let Some(oldest) = log.events.pop_front() {
-                log.bytes -= oldest.len();
-                freed += oldest.len();
+                log.bytes -= oldest.size();
+                freed += oldest.size();
                 log.first_seq += 1;
             }
         }
@@ -378,10 +370,10 @@ impl Generation {
 }
 
 /// What a follower reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Entry {
-    /// An event with its sequence number, as JSON.
-    Event { seq: u64, json: Arc<str> },
+    /// An event with its sequence number.
+    Event { seq: u64, event: Arc<StreamEvent> },
     /// The events at this follower's position are no longer kept; `Done`
     /// follows, so the client sees the error and the end of its stream.
     Gap { first_kept: u64 },
@@ -427,10 +419,10 @@ impl Stream for Follower {
             return Poll::Ready(Some(Entry::Gap { first_kept }));
         }
         let index = (this.next - log.first_seq) as usize;
-        if let Some(json) = log.events.get(index) {
+        if let Some(event) = log.events.get(index) {
             let entry = Entry::Event {
                 seq: this.next,
-                json: Arc::clone(json),
+                event: Arc::clone(event),
             };
             this.next += 1;
             let next = this.next;

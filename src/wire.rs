@@ -55,6 +55,28 @@ impl StreamEvent {
         matches!(self, Self::Finish { .. } | Self::Error { .. })
     }
 
+    /// Roughly the bytes this event holds: what the memory bounds of the
+    /// event log count.
+    pub fn size(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        OVERHEAD
+            + match self {
+                Self::Start { stream_id, model } => stream_id.len() + model.len(),
+                Self::Token { token, .. } | Self::Reasoning { token, .. } => token.len(),
+                Self::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                    ..
+                } => [id, name, arguments]
+                    .into_iter()
+                    .map(|text| text.as_ref().map_or(0, String::len))
+                    .sum(),
+                Self::Finish { usage, .. } => usage.as_ref().map_or(0, |usage| usage.get().len()),
+                Self::Error { message, .. } => message.len(),
+            }
+    }
+
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Error {
             code,

@@ -112,7 +112,7 @@ class Generation {
         signal: this.controller.signal,
       });
     } catch (error) {
-      return this.fail("Could not reach the server", error.message);
+      return this.fail("Could not reach the server", "Check that tokenrelay is running, then try again.");
     }
     if (!response.ok) return this.fail(...(await httpError(response)));
     this.streamId = response.headers.get("X-Stream-Id");
@@ -377,7 +377,10 @@ class AssistantView {
   }
 
   setFigure(testid, value) {
-    this.meta.querySelector(`[data-testid="${testid}"]`).textContent = String(value);
+    const figure = this.meta.querySelector(`[data-testid="${testid}"]`);
+    figure.textContent = String(value);
+    figure.parentElement.removeAttribute("data-empty");
+    if (testid === "token-count") figure.nextElementSibling.textContent = value === 1 ? "token" : "tokens";
   }
 
   setReconnecting(attempt, of) {
