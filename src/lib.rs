@@ -8,6 +8,7 @@
 //! resume without paying for the answer twice.
 //!
 //! # Layout
+//! - [`access`]: client keys and rate limits.
 //! - [`config`]: typed settings from flags, the environment and `.env`.
 //! - [`routes`]: the HTTP surface and the state it shares.
 //! - [`request`]: a client's chat request, validated, and the upstream body.
@@ -21,6 +22,7 @@
 //! - [`assets`]: the demo page.
 //! - [`telemetry`]: logging set-up.
 
+pub mod access;
 pub mod assets;
 pub mod config;
 pub mod demo;
@@ -44,6 +46,7 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use routes::AppState;
 
+use crate::access::Access;
 use crate::streams::Streams;
 use crate::upstream::Upstream;
 
@@ -65,6 +68,7 @@ impl AppState {
         let upstream = Upstream::new(&config, &base_url).map_err(std::io::Error::other)?;
         Ok(Self {
             streams: Streams::new(config.resume, config.max_concurrent_streams),
+            access: Access::new(&config),
             upstream,
             default_model,
             config: Arc::new(config),
@@ -92,17 +96,21 @@ pub async fn serve(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(
-                grace_secs = grace.as_secs_f64(),
-                "shutting down: no new connections"
-            );
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                streams.shut_down();
-            });
-        })
-        .await
+    // The peer address is what rate limits count when auth is off.
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: no new connections"
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            streams.shut_down();
+        });
+    })
+    .await
 }

@@ -5,17 +5,21 @@
 //! which becomes a response in `error` alone.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, middleware};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::access::{self, Access, Caller};
 use crate::assets;
 use crate::config::Config;
 use crate::error::Error;
@@ -30,35 +34,69 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub upstream: Upstream,
     pub streams: Streams,
+    pub access: Access,
     pub default_model: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    Router::new()
+    // Everything in `api` is behind the key check and the rate limit; the
+    // page, its files and the health checks stay open.
+    let api = Router::new()
         .route("/api/chat", post(chat).get(chat_from_query))
         .route("/api/chat/{stream_id}/events", get(events))
         .route("/api/chat/{stream_id}", axum::routing::delete(stop))
+        .route_layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            access::check,
+        ));
+    let router = Router::new()
+        .merge(api)
         .route("/api/info", get(info))
         .route("/healthz", get(healthz))
         .merge(assets::router())
         .fallback(not_found)
         // Bodies are read through `JsonBody`, which turns this limit into our 413.
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body));
+    // Outermost, so that preflight requests (which carry no key) are answered.
+    match cors(&state.config.cors_allowed_origins) {
+        Some(cors) => router.layer(cors).with_state(state),
+        None => router.with_state(state),
+    }
+}
+
+/// CORS for the configured origins; other origins get no CORS headers at all.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    (!origins.is_empty()).then(|| {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([relay::STREAM_ID_HEADER])
+            .max_age(Duration::from_secs(600))
+    })
 }
 
 /// `POST /api/chat`: resume if the client says where it left off, else start.
 async fn chat(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, Error> {
-    if let Some(response) = resume_if_known(&state, last_event_id(&headers, None)) {
+    if let Some(response) = resume_if_known(&state, caller, last_event_id(&headers, None)) {
         return Ok(response);
     }
     let JsonBody(body) = JsonBody::from_request(request, &state).await?;
-    start(&state, ChatRequest::from_json(&body)?).await
+    start(&state, caller, ChatRequest::from_json(&body)?).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,16 +110,20 @@ struct ChatQuery {
 /// carries `Last-Event-ID` and so continues the same answer.
 async fn chat_from_query(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(query): Query<ChatQuery>,
 ) -> Result<Response, Error> {
-    if let Some(response) = resume_if_known(
-        &state,
-        last_event_id(&headers, query.last_event_id.as_deref()),
-    ) {
+    let resume_from = last_event_id(&headers, query.last_event_id.as_deref());
+    if let Some(response) = resume_if_known(&state, caller, resume_from) {
         return Ok(response);
     }
-    start(&state, ChatRequest::from_prompt(query.prompt, query.model)?).await
+    start(
+        &state,
+        caller,
+        ChatRequest::from_prompt(query.prompt, query.model)?,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +134,7 @@ struct EventsQuery {
 /// `GET /api/chat/{stream_id}/events`: replay after `Last-Event-ID`, then follow.
 async fn events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(stream_id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
@@ -108,7 +151,7 @@ async fn events(
     };
     let generation = state
         .streams
-        .get(id)
+        .find(id, caller)
         .ok_or_else(|| unknown_stream(&stream_id))?;
     Ok(relay::response(
         id,
@@ -120,12 +163,13 @@ async fn events(
 /// `DELETE /api/chat/{stream_id}`: the Stop button.
 async fn stop(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(stream_id): Path<String>,
 ) -> Result<StatusCode, Error> {
     let id = parse_stream_id(&stream_id)?;
     let generation = state
         .streams
-        .get(id)
+        .find(id, caller)
         .ok_or_else(|| unknown_stream(&stream_id))?;
     generation.stop();
     Ok(StatusCode::NO_CONTENT)
@@ -149,7 +193,7 @@ async fn not_found() -> Error {
     Error::NotFound("no such route".to_owned())
 }
 
-async fn start(state: &AppState, request: ChatRequest) -> Result<Response, Error> {
+async fn start(state: &AppState, caller: Caller, request: ChatRequest) -> Result<Response, Error> {
     let model = request
         .model()
         .or(state.default_model.as_deref())
@@ -162,15 +206,19 @@ async fn start(state: &AppState, request: ChatRequest) -> Result<Response, Error
         .to_owned();
     let body = request.upstream_body(&model)?;
     // Reserve before calling the upstream, so a refused request costs nothing.
-    let ticket = state.streams.reserve()?;
+    let ticket = state.streams.reserve(caller)?;
     let upstream = state.upstream.open(body).await?;
     let (id, follower) = ticket.start(&model, upstream)?;
     Ok(relay::response(id, follower, state.config.keepalive))
 }
 
-fn resume_if_known(state: &AppState, last_event_id: Option<(StreamId, u64)>) -> Option<Response> {
+fn resume_if_known(
+    state: &AppState,
+    caller: Caller,
+    last_event_id: Option<(StreamId, u64)>,
+) -> Option<Response> {
     let (id, seq) = last_event_id?;
-    let generation = state.streams.get(id)?;
+    let generation = state.streams.find(id, caller)?;
     Some(relay::response(
         id,
         generation.follow(seq + 1),

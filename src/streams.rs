@@ -20,6 +20,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Caller;
 use crate::config::ResumeConfig;
 use crate::error::Error;
 use crate::translate::Translator;
@@ -96,7 +97,7 @@ impl Streams {
 
     /// Takes a place for a new generation, or refuses with 503 when we are at
     /// a limit. Done before the upstream is called, so a refusal costs nothing.
-    pub fn reserve(&self) -> Result<Ticket, Error> {
+    pub fn reserve(&self, owner: Caller) -> Result<Ticket, Error> {
         let registry = &self.registry;
         if registry.total_bytes.load(Ordering::Relaxed) >= registry.config.max_total_bytes {
             return Err(Error::Overloaded(
@@ -111,11 +112,16 @@ impl Streams {
                     .to_owned(),
             ));
         }
-        Ok(Ticket(permit))
+        Ok(Ticket { permit, owner })
     }
 
-    pub fn get(&self, id: StreamId) -> Option<Arc<Generation>> {
-        lock(&self.registry.generations).get(&id).cloned()
+    /// The generation `id`, if it exists and belongs to `caller`: to anyone
+    /// else a stream is indistinguishable from one that never existed.
+    pub fn find(&self, id: StreamId, caller: Caller) -> Option<Arc<Generation>> {
+        lock(&self.registry.generations)
+            .get(&id)
+            .filter(|generation| generation.owner == caller)
+            .cloned()
     }
 
     /// Generations whose upstream request is still open.
@@ -131,7 +137,10 @@ impl Streams {
 
 /// A reserved place for a generation whose upstream is being called.
 #[derive(Debug)]
-pub struct Ticket(Running);
+pub struct Ticket {
+    permit: Running,
+    owner: Caller,
+}
 
 impl Ticket {
     /// Registers the generation, spawns the task that drives `upstream`, and
@@ -142,11 +151,12 @@ impl Ticket {
         model: &str,
         upstream: UpstreamEvents,
     ) -> Result<(StreamId, Follower), Error> {
-        let Self(permit) = self;
+        let Self { permit, owner } = self;
         let registry = Arc::clone(&permit.0);
         let id = StreamId::random()?;
         let generation = Arc::new(Generation {
             id,
+            owner,
             registry: Arc::clone(&registry),
             log: Mutex::new(Log::default()),
             listeners_changed: Notify::new(),
@@ -178,6 +188,8 @@ impl Drop for Running {
 #[derive(Debug)]
 pub struct Generation {
     id: StreamId,
+    /// The key that created it; only that key may resume or stop it.
+    owner: Caller,
     registry: Arc<Registry>,
     log: Mutex<Log>,
     /// Wakes the driver when the last listener leaves or one comes back.

@@ -4,6 +4,7 @@
 mod fake_upstream;
 mod helpers;
 
+mod access;
 mod chat;
 mod cli;
 mod corpus;
