@@ -35,6 +35,8 @@ pub enum Error {
     UpstreamTimeout(String),
     /// We are at a configured limit.
     Overloaded(String),
+    /// `/readyz`: the upstream has not answered recently.
+    NotReady(String),
     /// A bug or an impossible state on our side.
     Internal(String),
 }
@@ -50,7 +52,7 @@ impl Error {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream { .. } | Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +69,7 @@ impl Error {
             Self::Upstream { .. } | Self::BadGateway(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::Overloaded(_) => "overloaded",
+            Self::NotReady(_) => "not_ready",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -83,7 +86,7 @@ impl Error {
             Self::Upstream { .. } | Self::BadGateway(_) | Self::UpstreamTimeout(_) => {
                 "upstream_error"
             }
-            Self::Overloaded(_) | Self::Internal(_) => "server_error",
+            Self::Overloaded(_) | Self::NotReady(_) | Self::Internal(_) => "server_error",
         }
     }
 
@@ -95,6 +98,7 @@ impl Error {
             | Self::BadGateway(message)
             | Self::UpstreamTimeout(message)
             | Self::Overloaded(message)
+            | Self::NotReady(message)
             | Self::Internal(message) => message.clone(),
             Self::Unauthorized => {
                 "a valid `Authorization: Bearer <key>` header is required".to_owned()

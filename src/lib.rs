@@ -18,6 +18,7 @@
 //! - [`relay`]: our events framed as the SSE response.
 //! - [`wire`]: the public event protocol.
 //! - [`error`]: the one error type and its HTTP responses.
+//! - [`metrics`]: Prometheus counters and histograms.
 //! - [`demo`]: the built-in demo model.
 //! - [`assets`]: the demo page.
 //! - [`telemetry`]: logging set-up.
@@ -27,6 +28,7 @@ pub mod assets;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod relay;
 pub mod request;
 pub mod routes;
@@ -47,6 +49,7 @@ pub use config::Config;
 pub use routes::AppState;
 
 use crate::access::Access;
+use crate::metrics::Metrics;
 use crate::streams::Streams;
 use crate::upstream::Upstream;
 
@@ -66,8 +69,14 @@ impl AppState {
             }
         };
         let upstream = Upstream::new(&config, &base_url).map_err(std::io::Error::other)?;
+        let metrics = Arc::new(Metrics::default());
         Ok(Self {
-            streams: Streams::new(config.resume, config.max_concurrent_streams),
+            streams: Streams::new(
+                config.resume,
+                config.max_concurrent_streams,
+                Arc::clone(&metrics),
+            ),
+            metrics,
             access: Access::new(&config),
             upstream,
             default_model,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +23,7 @@ use crate::access::{self, Access, Caller};
 use crate::assets;
 use crate::config::Config;
 use crate::error::Error;
+use crate::metrics::{Metrics, Outcome};
 use crate::relay;
 use crate::request::ChatRequest;
 use crate::streams::{StreamId, Streams};
@@ -35,6 +36,7 @@ pub struct AppState {
     pub upstream: Upstream,
     pub streams: Streams,
     pub access: Access,
+    pub metrics: Arc<Metrics>,
     pub default_model: Option<String>,
 }
 
@@ -49,11 +51,18 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.access.clone(),
             access::check,
+        ))
+        // Outside the access check, so refusals are counted too.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            count,
         ));
     let router = Router::new()
         .merge(api)
         .route("/api/info", get(info))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(assets::router())
         .fallback(not_found)
         // Bodies are read through `JsonBody`, which turns this limit into our 413.
@@ -149,6 +158,9 @@ async fn events(
         }
         None => 0,
     };
+    if from > 0 {
+        state.metrics.resume();
+    }
     let generation = state
         .streams
         .find(id, caller)
@@ -189,6 +201,51 @@ async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+/// Ready when the upstream answered recently (or answers a probe now).
+async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
+    if state.upstream.ready().await {
+        Ok(axum::Json(json!({"status": "ready"})).into_response())
+    } else {
+        Err(Error::NotReady(
+            "the upstream has not answered recently".to_owned(),
+        ))
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(state.streams.running());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Counts every API request by route and outcome.
+async fn count(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    let outcome = match status.as_u16() {
+        ..400 => Outcome::Ok,
+        502 | 504 => Outcome::UpstreamError,
+        400..500 => Outcome::ClientError,
+        _ => Outcome::ServerError,
+    };
+    metrics.request(&route, outcome);
+    response
+}
+
 async fn not_found() -> Error {
     Error::NotFound("no such route".to_owned())
 }
@@ -207,7 +264,13 @@ async fn start(state: &AppState, caller: Caller, request: ChatRequest) -> Result
     let body = request.upstream_body(&model)?;
     // Reserve before calling the upstream, so a refused request costs nothing.
     let ticket = state.streams.reserve(caller)?;
-    let upstream = state.upstream.open(body).await?;
+    let upstream = state.upstream.open(body).await.inspect_err(|error| {
+        state.metrics.upstream_refusal(match error {
+            Error::Upstream { .. } => "status",
+            Error::UpstreamTimeout(_) => "headers_timeout",
+            _ => "connect",
+        });
+    })?;
     let (id, follower) = ticket.start(&model, upstream)?;
     Ok(relay::response(id, follower, state.config.keepalive))
 }
@@ -219,6 +282,7 @@ fn resume_if_known(
 ) -> Option<Response> {
     let (id, seq) = last_event_id?;
     let generation = state.streams.find(id, caller)?;
+    state.metrics.resume();
     Some(relay::response(
         id,
         generation.follow(seq + 1),

@@ -18,11 +18,13 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Caller;
 use crate::config::ResumeConfig;
 use crate::error::Error;
+use crate::metrics::{Cancellation, Metrics};
 use crate::translate::Translator;
 use crate::upstream::UpstreamEvents;
 use crate::wire::{ErrorCode, FinishReason, StreamEvent};
@@ -79,10 +81,11 @@ struct Registry {
     total_bytes: AtomicUsize,
     /// Fired when the shutdown grace is over: running generations end now.
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 impl Streams {
-    pub fn new(config: ResumeConfig, max_running: Option<usize>) -> Self {
+    pub fn new(config: ResumeConfig, max_running: Option<usize>, metrics: Arc<Metrics>) -> Self {
         Self {
             registry: Arc::new(Registry {
                 generations: Mutex::default(),
@@ -91,6 +94,7 @@ impl Streams {
                 running: AtomicUsize::new(0),
                 total_bytes: AtomicUsize::new(0),
                 shutdown: CancellationToken::new(),
+                metrics,
             }),
         }
     }
@@ -157,6 +161,8 @@ impl Ticket {
         let generation = Arc::new(Generation {
             id,
             owner,
+            model: model.to_owned(),
+            created: Instant::now(),
             registry: Arc::clone(&registry),
             log: Mutex::new(Log::default()),
             listeners_changed: Notify::new(),
@@ -190,6 +196,8 @@ pub struct Generation {
     id: StreamId,
     /// The key that created it; only that key may resume or stop it.
     owner: Caller,
+    model: String,
+    created: Instant,
     registry: Arc<Registry>,
     log: Mutex<Log>,
     /// Wakes the driver when the last listener leaves or one comes back.
@@ -207,6 +215,12 @@ struct Log {
     first_seq: u64,
     bytes: usize,
     finished: bool,
+    /// Token events appended so far.
+    tokens: u64,
+    /// The first text event's sequence number and arrival.
+    first_token: Option<(u64, Instant)>,
+    /// Whether a follower has already reported how long that event took to leave.
+    first_token_relayed: bool,
     /// Position of every attached follower, by follower number.
     positions: HashMap<u64, u64>,
     next_follower: u64,
@@ -245,6 +259,8 @@ impl Generation {
     /// log for the resume TTL afterwards.
     pub async fn run(self: Arc<Self>, mut upstream: UpstreamEvents) {
         let config = self.registry.config;
+        let metrics = Arc::clone(&self.registry.metrics);
+        let mut cancelled = None;
         let ending = {
             let stopped = self.stop.cancelled();
             let shutdown = self.registry.shutdown.cancelled();
@@ -255,18 +271,27 @@ impl Generation {
             loop {
                 tokio::select! {
                     biased;
-                    () = &mut stopped => break Some(StreamEvent::Finish {
-                        finish_reason: FinishReason::Cancelled,
-                        usage: None,
-                    }),
-                    () = &mut shutdown => break Some(StreamEvent::error(
-                        ErrorCode::ShuttingDown,
-                        "the server is shutting down",
-                    )),
-                    () = &mut abandoned => break Some(StreamEvent::error(
-                        ErrorCode::Cancelled,
-                        "no client was attached for the resume grace period",
-                    )),
+                    () = &mut stopped => {
+                        cancelled = Some(Cancellation::Stopped);
+                        break Some(StreamEvent::Finish {
+                            finish_reason: FinishReason::Cancelled,
+                            usage: None,
+                        });
+                    }
+                    () = &mut shutdown => {
+                        cancelled = Some(Cancellation::Shutdown);
+                        break Some(StreamEvent::error(
+                            ErrorCode::ShuttingDown,
+                            "the server is shutting down",
+                        ));
+                    }
+                    () = &mut abandoned => {
+                        cancelled = Some(Cancellation::Abandoned);
+                        break Some(StreamEvent::error(
+                            ErrorCode::Cancelled,
+                            "no client was attached for the resume grace period",
+                        ));
+                    }
                     item = upstream.next() => match item {
                         Some(Ok(chunk)) => {
                             translator.push(&chunk.event, &chunk.data, &mut events);
@@ -276,7 +301,9 @@ impl Generation {
                         None => translator.end(&mut events),
                     },
                 }
-                self.append_all(&mut events);
+                if !events.is_empty() {
+                    self.append_all(&mut events, upstream.started());
+                }
                 if translator.is_done() {
                     break None;
                 }
@@ -288,6 +315,10 @@ impl Generation {
             self.append(event);
         }
         self.finish();
+        if let Some(cause) = cancelled {
+            metrics.cancellation(cause);
+        }
+        self.report();
         tokio::time::sleep(config.ttl).await;
         self.forget();
     }
@@ -313,10 +344,51 @@ impl Generation {
         }
     }
 
-    fn append_all(&self, events: &mut Vec<StreamEvent>) {
+    /// Appends a batch from the upstream, counting its tokens and noting
+    /// when the first one arrived (`sent` is when the upstream request went out).
+    fn append_all(&self, events: &mut Vec<StreamEvent>, sent: Instant) {
+        let tokens = events.iter().filter(|event| event.is_text()).count() as u64;
+        if tokens > 0 {
+            self.registry.metrics.tokens(tokens);
+            let mut log = lock(&self.log);
+            log.tokens += tokens;
+            if log.first_token.is_none() {
+                let now = Instant::now();
+                let seq = log.first_seq
+                    + log.events.len() as u64
+                    + events.iter().position(StreamEvent::is_text).unwrap_or(0) as u64;
+                log.first_token = Some((seq, now));
+                self.registry.metrics.upstream_ttft(now - sent);
+            }
+        }
         for event in events.drain(..) {
             self.append(event);
         }
+    }
+
+    /// One log line per finished stream, and the in-stream failure metrics.
+    fn report(&self) {
+        let log = lock(&self.log);
+        let outcome = match log.events.back().map(|event| &**event) {
+            Some(StreamEvent::Finish { finish_reason, .. }) => finish_reason.as_str(),
+            Some(StreamEvent::Error { code, .. }) => {
+                self.registry.metrics.upstream_failure(*code);
+                code.as_str()
+            }
+            _ => "unknown",
+        };
+        let ttft_ms = log
+            .first_token
+            .map(|(_, at)| at.duration_since(self.created).as_secs_f64() * 1e3);
+        tracing::info!(
+            stream_id = %self.id,
+            model = %self.model,
+            outcome,
+            ttft_ms,
+            tokens = log.tokens,
+            duration_ms = self.created.elapsed().as_secs_f64() * 1e3,
+            "stream finished"
+        );
     }
 
     fn append(&self, event: StreamEvent) {
@@ -431,10 +503,16 @@ impl Stream for Follower {
             return Poll::Ready(Some(Entry::Gap { first_kept }));
         }
         let index = (this.next - log.first_seq) as usize;
-        if let Some(event) = log.events.get(index) {
+        if let Some(event) = log.events.get(index).cloned() {
+            if let Some((seq, at)) = log.first_token {
+                if seq == this.next && !log.first_token_relayed {
+                    log.first_token_relayed = true;
+                    this.generation.registry.metrics.proxy_ttft(at.elapsed());
+                }
+            }
             let entry = Entry::Event {
                 seq: this.next,
-                event: Arc::clone(event),
+                event,
             };
             this.next += 1;
             let next = this.next;

@@ -26,6 +26,10 @@ use crate::config::{Config, Secret, Timeouts};
 use crate::error::Error;
 use crate::wire::{ErrorCode, StreamEvent};
 
+/// An answer this recent makes `/readyz` say yes without asking again.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+/// How long a readiness probe may take.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest upstream error body we read to explain a refusal.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Longest upstream message we pass on to a client.
@@ -41,6 +45,9 @@ const RETRY_CAP: Duration = Duration::from_secs(8);
 pub struct Upstream {
     client: reqwest::Client,
     chat_url: String,
+    models_url: String,
+    /// When the upstream last answered anything at all.
+    last_answer: Arc<std::sync::Mutex<Option<Instant>>>,
     api_key: Option<Secret>,
     timeouts: Timeouts,
     retries: u32,
@@ -98,6 +105,8 @@ impl Upstream {
         Ok(Self {
             client,
             chat_url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            models_url: format!("{}/models", base_url.trim_end_matches('/')),
+            last_answer: Arc::default(),
             api_key: config.upstream_api_key.clone(),
             timeouts: config.timeouts,
             retries: config.upstream_retries,
@@ -172,6 +181,7 @@ impl Upstream {
             Ok(Ok(response)) => response,
         };
 
+        self.answered();
         let status = response.status();
         if status.is_success() {
             return match content_type(response.headers()) {
@@ -208,12 +218,45 @@ impl Upstream {
             alarm: Box::pin(tokio::time::sleep(self.timeouts.idle)),
             activity,
             deadline: self.timeouts.total.map(|total| (total, started + total)),
+            started,
             api_key: self.api_key.clone(),
             finished: false,
         };
         let alarm = events.next_alarm();
         events.alarm.as_mut().reset(alarm);
         events
+    }
+
+    /// Whether the upstream answered recently; asks it (`GET /models`) when
+    /// it has been quiet, since an idle proxy has no other evidence.
+    pub async fn ready(&self) -> bool {
+        let recent = self
+            .last_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < READY_WITHIN);
+        if recent {
+            return true;
+        }
+        let mut probe = self.client.get(&self.models_url);
+        if let Some(key) = &self.api_key {
+            probe = probe.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        }
+        let answered = matches!(
+            tokio::time::timeout(self.timeouts.headers.min(READY_PROBE_TIMEOUT), probe.send()).await,
+            Ok(Ok(response)) if !response.status().is_server_error()
+        );
+        if answered {
+            self.answered();
+        }
+        answered
+    }
+
+    fn answered(&self) {
+        *self
+            .last_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// Upstreams sometimes quote the key they were sent in their complaint.
@@ -371,6 +414,8 @@ pub struct UpstreamEvents {
     /// Set when bytes arrive; cleared when an event does.
     activity: Arc<AtomicBool>,
     deadline: Option<(Duration, Instant)>,
+    /// When the request was first sent.
+    started: Instant,
     api_key: Option<Secret>,
     finished: bool,
 }
@@ -425,6 +470,11 @@ impl Stream for UpstreamEvents {
 }
 
 impl UpstreamEvents {
+    /// When the request that opened these events was first sent.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Masks our key in upstream error messages before they reach clients.
     pub fn scrub(&self, events: &mut [StreamEvent]) {
         for event in events {

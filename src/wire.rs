@@ -55,6 +55,14 @@ impl StreamEvent {
         matches!(self, Self::Finish { .. } | Self::Error { .. })
     }
 
+    /// Text the model produced: what counts as a relayed token.
+    pub fn is_text(&self) -> bool {
+        matches!(
+            self,
+            Self::Token { .. } | Self::Reasoning { .. } | Self::ToolCall { .. }
+        )
+    }
+
     /// Roughly the bytes this event holds: what the memory bounds of the
     /// event log count.
     pub fn size(&self) -> usize {

@@ -192,3 +192,75 @@ async fn the_binary_announces_the_demo_model_serves_it_and_stops_on_sigterm() {
     assert!(transcript.text_of("token").starts_with("You said"));
     assert!(server.terminate(), "SIGTERM should stop the server cleanly");
 }
+
+#[tokio::test]
+async fn logs_have_one_line_per_stream_and_no_secrets_or_prompts() {
+    let upstream = crate::fake_upstream::FakeUpstream::start().await;
+    upstream.push(crate::fake_upstream::Reply::status(
+        401,
+        json!({"error": {"message": "key sk-upstream-hush rejected"}}),
+    ));
+    let dir = scratch_dir("logs");
+    let base_url = upstream.base_url();
+    let mut server = Server::start(
+        binary()
+            .current_dir(&dir)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("UPSTREAM_BASE_URL", &base_url)
+            .env("UPSTREAM_API_KEY", "sk-upstream-hush")
+            .env("PROXY_API_KEYS", "client-hush")
+            .env("DEFAULT_MODEL", "m")
+            .env("LOG_FORMAT", "json"),
+    );
+    let line = server.wait_for("listening");
+    let addr = serde_json::from_str::<serde_json::Value>(&line)
+        .ok()
+        .and_then(|entry| entry["addr"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no addr in {line:?}"));
+    let send = |prompt: &'static str| {
+        http_client()
+            .post(format!("http://{addr}/api/chat"))
+            .header("content-type", "application/json")
+            .bearer_auth("client-hush")
+            .body(json!({"prompt": prompt}).to_string())
+            .send()
+    };
+
+    let refused = send("purple elephant one")
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let served = Transcript::read(
+        send("purple elephant two")
+            .await
+            .unwrap_or_else(|error| panic!("{error}")),
+    )
+    .await;
+    let finished = server.wait_for("stream finished");
+    assert!(server.terminate());
+    let rest: Vec<String> = server.lines.try_iter().collect();
+
+    assert_eq!(refused.status(), 502);
+    assert!(
+        !refused
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("sk-upstream-hush")
+    );
+    assert_eq!(served.text_of("token"), "Hello world");
+    let entry: serde_json::Value =
+        serde_json::from_str(&finished).unwrap_or_else(|error| panic!("{error}: {finished}"));
+    assert_eq!(entry["stream_id"].as_str().map(str::len), Some(32));
+    assert_eq!(entry["model"], "m");
+    assert_eq!(entry["outcome"], "stop");
+    assert_eq!(entry["tokens"], 2);
+    assert!(entry["ttft_ms"].is_number() && entry["duration_ms"].is_number());
+    for line in std::iter::once(&finished).chain(&rest) {
+        for secret in ["sk-upstream-hush", "client-hush", "purple elephant"] {
+            assert!(
+                !line.contains(secret),
+                "{secret:?} leaked into the log: {line}"
+            );
+        }
+    }
+}

@@ -12,5 +12,6 @@ mod demo;
 mod failures;
 mod input;
 mod lifecycle;
+mod operations;
 mod resume;
 mod retries;
