@@ -42,6 +42,7 @@ window.tokenrelayDebug = { lastRequestBody: null };
 function send(text) {
   text = text.trim();
   if (!text || current) return;
+  // Captured, so that an answer settling after "New chat" lands in its own conversation.
   const turns = history;
   turns.push({ role: "user", content: text });
   addUserMessage(text);
