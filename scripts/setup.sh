@@ -12,3 +12,39 @@ if command -v rustup >/dev/null 2>&1; then
     need_rust_component rustfmt
     need_rust_component clippy
 fi
+
+# --- Chromium, for the browser tests of the demo page (tests/api/browser.rs) ---
+# They drive Debian's /usr/bin/chromium headless; nothing downloads a browser.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update && apt-get install -y chromium
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo apt-get update && sudo apt-get install -y chromium
+    else
+        echo "setup.sh: Chromium is missing and this is not root; install the 'chromium' package" >&2
+        exit 1
+    fi
+fi
+
+# --- Real OpenAI clients, for the SDK tests (tests/api/sdk.rs) ---
+# The Python SDK in a virtual environment, the Node SDK and the AI SDK from
+# the lock file; each is (re)installed only when missing or out of date.
+sdk=tests/sdk
+for tool in python3 node npm; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "setup.sh: $tool is missing; the SDK tests need Python 3.10+ and Node.js 20+" >&2
+        exit 1
+    fi
+done
+pinned_openai=$(sed -n 's/^openai==//p' "$sdk/requirements.txt")
+installed_openai=$("$sdk/.venv/bin/python" -c \
+    'import importlib.metadata as m; print(m.version("openai"))' 2>/dev/null || true)
+if [ "$installed_openai" != "$pinned_openai" ]; then
+    [ -x "$sdk/.venv/bin/python" ] || python3 -m venv "$sdk/.venv"
+    "$sdk/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$sdk/requirements.txt"
+fi
+# npm records what it installed in node_modules/.package-lock.json.
+if [ ! -f "$sdk/node_modules/.package-lock.json" ] \
+    || [ "$sdk/package-lock.json" -nt "$sdk/node_modules/.package-lock.json" ]; then
+    (cd "$sdk" && npm ci --no-audit --no-fund)
+fi

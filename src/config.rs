@@ -124,6 +124,11 @@ pub const SETTINGS: &[Setting] = &[
         "Largest request body accepted, in bytes.",
     ),
     setting(
+        "REQUEST_BODY_TIMEOUT_SECS",
+        Some("30"),
+        "Longest a client may take to send its request body; slower clients get 408.",
+    ),
+    setting(
         "MAX_CONCURRENT_STREAMS",
         Some("10000"),
         "Most generations running at once; 0 means no limit.",
@@ -162,6 +167,7 @@ pub struct Config {
     pub proxy_api_keys: Vec<Secret>,
     pub cors_allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
+    pub request_body_timeout: Duration,
     pub max_concurrent_streams: Option<usize>,
     pub rate_limit_per_minute: Option<u32>,
     pub shutdown_grace: Duration,
@@ -260,6 +266,7 @@ impl Config {
                 .collect(),
             cors_allowed_origins: source.list("CORS_ALLOWED_ORIGINS"),
             max_body_bytes: source.positive("MAX_BODY_BYTES")?,
+            request_body_timeout: source.positive_secs("REQUEST_BODY_TIMEOUT_SECS")?,
             max_concurrent_streams: nonzero_count(
                 source.parsed("MAX_CONCURRENT_STREAMS", "a whole number")?,
             ),

@@ -10,6 +10,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::wire::ErrorCode;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// The request is malformed; the message names the field.
@@ -19,6 +21,10 @@ pub enum Error {
     NotFound(String),
     PayloadTooLarge {
         limit: usize,
+    },
+    /// The client sent its body too slowly.
+    RequestTimeout {
+        limit: std::time::Duration,
     },
     UnsupportedMediaType(String),
     RateLimited {
@@ -33,6 +39,12 @@ pub enum Error {
     BadGateway(String),
     /// The upstream did not answer in time.
     UpstreamTimeout(String),
+    /// The generation failed after it had begun (an in-stream `error` of
+    /// SPEC §2), told to a `/v1` client, which has no `error` event to read.
+    Interrupted {
+        code: ErrorCode,
+        message: String,
+    },
     /// We are at a configured limit.
     Overloaded(String),
     /// `/readyz`: the upstream has not answered recently.
@@ -48,10 +60,21 @@ impl Error {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream { .. } | Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Interrupted { code, .. } => match code {
+                ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+                ErrorCode::UpstreamError
+                | ErrorCode::UpstreamDisconnected
+                | ErrorCode::InvalidUpstreamData => StatusCode::BAD_GATEWAY,
+                // Ours, not the upstream's: a retry (elsewhere) may well succeed.
+                ErrorCode::Cancelled | ErrorCode::ShuttingDown | ErrorCode::ResumeGap => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
             Self::Overloaded(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -64,10 +87,12 @@ impl Error {
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RequestTimeout { .. } => "request_timeout",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
             Self::Upstream { .. } | Self::BadGateway(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::Interrupted { code, .. } => code.as_str(),
             Self::Overloaded(_) => "overloaded",
             Self::NotReady(_) => "not_ready",
             Self::Internal(_) => "internal_error",
@@ -80,12 +105,18 @@ impl Error {
             Self::InvalidRequest(_)
             | Self::NotFound(_)
             | Self::PayloadTooLarge { .. }
+            | Self::RequestTimeout { .. }
             | Self::UnsupportedMediaType(_) => "invalid_request_error",
             Self::Unauthorized => "authentication_error",
             Self::RateLimited { .. } => "rate_limit_error",
             Self::Upstream { .. } | Self::BadGateway(_) | Self::UpstreamTimeout(_) => {
                 "upstream_error"
             }
+            Self::Interrupted {
+                code: ErrorCode::Cancelled | ErrorCode::ShuttingDown | ErrorCode::ResumeGap,
+                ..
+            } => "server_error",
+            Self::Interrupted { .. } => "upstream_error",
             Self::Overloaded(_) | Self::NotReady(_) | Self::Internal(_) => "server_error",
         }
     }
@@ -99,7 +130,8 @@ impl Error {
             | Self::UpstreamTimeout(message)
             | Self::Overloaded(message)
             | Self::NotReady(message)
-            | Self::Internal(message) => message.clone(),
+            | Self::Internal(message)
+            | Self::Interrupted { message, .. } => message.clone(),
             Self::Unauthorized => {
                 "a valid `Authorization: Bearer <key>` header is required".to_owned()
             }
@@ -108,6 +140,12 @@ impl Error {
             }
             Self::RateLimited { retry_after_secs } => {
                 format!("too many requests; retry after {retry_after_secs} s")
+            }
+            Self::RequestTimeout { limit } => {
+                format!(
+                    "the request body did not arrive within {} s",
+                    limit.as_secs_f64()
+                )
             }
             Self::Upstream { status, message } => {
                 format!("the upstream answered {status}: {message}")
@@ -139,20 +177,28 @@ struct Detail {
     upstream_status: Option<u16>,
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let body = Body {
+impl Error {
+    /// `{"error": {"code", "message", "type"}}`: the body of an error
+    /// response, and also the last chunk of a `/v1` stream that fails after
+    /// it began, which OpenAI SDKs raise as an error of their own.
+    pub fn body(&self) -> impl Serialize + use<> {
+        Body {
             error: Detail {
                 code: self.code(),
                 message: self.message(),
                 kind: self.kind(),
                 upstream_status: match self {
-                    Self::Upstream { status, .. } => Some(status),
+                    Self::Upstream { status, .. } => Some(*status),
                     _ => None,
                 },
             },
-        };
-        let mut response = (self.status(), Json(body)).into_response();
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
         match self {
             Self::RateLimited { retry_after_secs } => {
                 response

@@ -16,6 +16,7 @@
 //! - [`translate`]: pure mapping from upstream chunks to our events.
 //! - [`streams`]: generations, their event logs, followers, grace and TTL.
 //! - [`relay`]: our events framed as the SSE response.
+//! - [`openai`]: the OpenAI-compatible face, `/v1`, for existing SDKs.
 //! - [`wire`]: the public event protocol.
 //! - [`error`]: the one error type and its HTTP responses.
 //! - [`metrics`]: Prometheus counters and histograms.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+pub mod openai;
 pub mod relay;
 pub mod request;
 pub mod routes;

@@ -84,6 +84,19 @@ impl ChatRequest {
         self.model.as_deref()
     }
 
+    /// How the client asked to be answered. `/v1` answers in kind, so this is
+    /// read before [`ChatRequest::upstream_body`] overwrites both fields.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            stream: self.fields.get("stream") == Some(&Value::Bool(true)),
+            include_usage: self
+                .fields
+                .get("stream_options")
+                .and_then(|options| options.get("include_usage"))
+                == Some(&Value::Bool(true)),
+        }
+    }
+
     /// The upstream body for `model`: the client's fields with streaming and
     /// usage reporting forced on.
     pub fn upstream_body(mut self, model: &str) -> Result<Bytes, Error> {
@@ -98,6 +111,15 @@ impl ChatRequest {
                 Error::Internal(format!("could not encode the upstream request: {error}"))
             })
     }
+}
+
+/// What the client itself asked for in `stream` and `stream_options`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Server-sent chunks rather than one JSON answer.
+    pub stream: bool,
+    /// A final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
 }
 
 fn validate_messages(messages: &Value) -> Result<(), Error> {
@@ -234,6 +256,37 @@ mod tests {
                 "x_vendor": {"a": 1}
             })
         );
+    }
+
+    #[test]
+    fn delivery_is_what_the_client_asked_for_not_what_goes_upstream() {
+        let cases = [
+            (r#"{"prompt": "hi"}"#, false, false),
+            (r#"{"prompt": "hi", "stream": false}"#, false, false),
+            (r#"{"prompt": "hi", "stream": true}"#, true, false),
+            (
+                r#"{"prompt": "hi", "stream": true, "stream_options": {"include_usage": true}}"#,
+                true,
+                true,
+            ),
+            (
+                r#"{"prompt": "hi", "stream": true, "stream_options": {"include_usage": false}}"#,
+                true,
+                false,
+            ),
+        ];
+        for (body, stream, include_usage) in cases {
+            let request =
+                ChatRequest::from_json(body.as_bytes()).unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(
+                request.delivery(),
+                Delivery {
+                    stream,
+                    include_usage
+                },
+                "{body}"
+            );
+        }
     }
 
     #[test]

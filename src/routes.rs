@@ -24,9 +24,10 @@ use crate::assets;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{Metrics, Outcome};
+use crate::openai;
 use crate::relay;
 use crate::request::ChatRequest;
-use crate::streams::{StreamId, Streams};
+use crate::streams::{Follower, StreamId, Streams};
 use crate::upstream::Upstream;
 
 /// What every handler shares.
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/chat", post(chat).get(chat_from_query))
         .route("/api/chat/{stream_id}/events", get(events))
         .route("/api/chat/{stream_id}", axum::routing::delete(stop))
+        .merge(openai::router())
         .route_layer(middleware::from_fn_with_state(
             state.access.clone(),
             access::check,
@@ -251,6 +253,17 @@ async fn not_found() -> Error {
 }
 
 async fn start(state: &AppState, caller: Caller, request: ChatRequest) -> Result<Response, Error> {
+    let (id, follower) = open(state, caller, request).await?;
+    Ok(relay::response(id, follower, state.config.keepalive))
+}
+
+/// Starts a generation once the upstream has answered 200; `/api/chat` and
+/// `/v1` differ only in how they frame what the follower reads.
+pub(crate) async fn open(
+    state: &AppState,
+    caller: Caller,
+    request: ChatRequest,
+) -> Result<(StreamId, Follower), Error> {
     let model = request
         .model()
         .or(state.default_model.as_deref())
@@ -271,8 +284,7 @@ async fn start(state: &AppState, caller: Caller, request: ChatRequest) -> Result
             _ => "connect",
         });
     })?;
-    let (id, follower) = ticket.start(&model, upstream)?;
-    Ok(relay::response(id, follower, state.config.keepalive))
+    ticket.start(&model, upstream)
 }
 
 fn resume_if_known(
@@ -313,7 +325,7 @@ fn unknown_stream(text: &str) -> Error {
 
 /// A request body that must be JSON, read within `MAX_BODY_BYTES`. Unlike
 /// axum's `Json`, every refusal has our error shape.
-struct JsonBody(Bytes);
+pub(crate) struct JsonBody(pub(crate) Bytes);
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = Error;
@@ -340,10 +352,13 @@ impl FromRequest<AppState> for JsonBody {
                 }
             )));
         }
-        Bytes::from_request(request, state)
-            .await
-            .map(Self)
-            .map_err(|rejection| body_error(&rejection, state.config.max_body_bytes))
+        // A client trickling its body must not hold a connection forever.
+        let limit = state.config.request_body_timeout;
+        match tokio::time::timeout(limit, Bytes::from_request(request, state)).await {
+            Ok(Ok(body)) => Ok(Self(body)),
+            Ok(Err(rejection)) => Err(body_error(&rejection, state.config.max_body_bytes)),
+            Err(_) => Err(Error::RequestTimeout { limit }),
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 //! with the right status. What it returns, [`UpstreamEvents`], yields the
 //! upstream's SSE events under an idle timer and an optional total deadline;
 //! dropping it drops the HTTP request, which is how the upstream learns to
-//! stop generating.
+//! stop generating. [`Upstream::models`] fetches the model list that `/v1`
+//! passes on, with the same refusals.
 
 mod sse;
 
@@ -32,6 +33,8 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest upstream error body we read to explain a refusal.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Longest model list we pass on; real ones are a few hundred KiB at most.
+const MAX_MODELS_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Longest upstream message we pass on to a client.
 const MAX_MESSAGE_CHARS: usize = 1_000;
 /// First retry delay; doubles per attempt.
@@ -146,15 +149,93 @@ impl Upstream {
     }
 
     async fn attempt(&self, body: Bytes) -> Result<reqwest::Response, Refusal> {
-        let mut request = self
+        let request = self
             .client
             .post(&self.chat_url)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
             .body(body);
-        if let Some(key) = &self.api_key {
-            request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        let response = self.send(request).await?;
+        let status = response.status();
+        if status.is_success() {
+            return match content_type(response.headers()) {
+                Some(kind) if kind.eq_ignore_ascii_case("text/event-stream") => Ok(response),
+                other => Err(Refusal::Final(Error::BadGateway(format!(
+                    "the upstream answered with content type `{}` instead of an event stream",
+                    other.unwrap_or("none")
+                )))),
+            };
         }
+        let retry_after = retry_after(response.headers());
+        let error = Error::Upstream {
+            status: status.as_u16(),
+            message: error_message(response).await,
+        };
+        if status.as_u16() == 429 || status.is_server_error() {
+            Err(Refusal::Retryable { error, retry_after })
+        } else {
+            Err(Refusal::Final(error))
+        }
+    }
+
+    /// The upstream's `GET /models` list, passed on as it came (vendors add
+    /// their own fields), with the same refusals as a chat request.
+    pub async fn models(&self) -> Result<Bytes, Error> {
+        let request = self
+            .client
+            .get(&self.models_url)
+            .header(ACCEPT, "application/json");
+        let response = self
+            .send(request)
+            .await
+            .map_err(|refusal| self.redact(refusal.into_error()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.redact(Error::Upstream {
+                status: status.as_u16(),
+                message: error_message(response).await,
+            }));
+        }
+        let idle = self.timeouts.idle;
+        let body =
+            match tokio::time::timeout(idle, read_prefix(response, MAX_MODELS_BODY_BYTES)).await {
+                Err(_) => {
+                    return Err(Error::UpstreamTimeout(format!(
+                        "the upstream did not finish sending the model list within {} s",
+                        idle.as_secs_f64()
+                    )));
+                }
+                Ok(Prefix {
+                    error: Some(error), ..
+                }) => {
+                    return Err(Error::BadGateway(format!(
+                        "the upstream connection broke while sending the model list ({})",
+                        root_cause(&error)
+                    )));
+                }
+                Ok(Prefix { more: true, .. }) => {
+                    return Err(Error::BadGateway(format!(
+                        "the upstream's model list is longer than {MAX_MODELS_BODY_BYTES} bytes"
+                    )));
+                }
+                Ok(Prefix { bytes, .. }) => bytes,
+            };
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+            .map_err(|_| Error::BadGateway("the upstream's model list is not JSON".to_owned()))?;
+        Ok(Bytes::from(body))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => request.header(AUTHORIZATION, format!("Bearer {}", key.expose())),
+            None => request,
+        }
+    }
+
+    /// Sends `request` with our key and waits for the response headers,
+    /// within the headers timeout; only connect errors are worth retrying.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Refusal> {
+        let request = self.authorized(request);
         let headers_timeout = self.timeouts.headers;
         let response = match tokio::time::timeout(headers_timeout, request.send()).await {
             Err(_) => {
@@ -180,28 +261,8 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
-
         self.answered();
-        let status = response.status();
-        if status.is_success() {
-            return match content_type(response.headers()) {
-                Some(kind) if kind.eq_ignore_ascii_case("text/event-stream") => Ok(response),
-                other => Err(Refusal::Final(Error::BadGateway(format!(
-                    "the upstream answered with content type `{}` instead of an event stream",
-                    other.unwrap_or("none")
-                )))),
-            };
-        }
-        let retry_after = retry_after(response.headers());
-        let error = Error::Upstream {
-            status: status.as_u16(),
-            message: error_message(response).await,
-        };
-        if status.as_u16() == 429 || status.is_server_error() {
-            Err(Refusal::Retryable { error, retry_after })
-        } else {
-            Err(Refusal::Final(error))
-        }
+        Ok(response)
     }
 
     fn events(&self, response: reqwest::Response, started: Instant) -> UpstreamEvents {
@@ -238,10 +299,7 @@ impl Upstream {
         if recent {
             return true;
         }
-        let mut probe = self.client.get(&self.models_url);
-        if let Some(key) = &self.api_key {
-            probe = probe.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
-        }
+        let probe = self.authorized(self.client.get(&self.models_url));
         let answered = matches!(
             tokio::time::timeout(self.timeouts.headers.min(READY_PROBE_TIMEOUT), probe.send()).await,
             Ok(Ok(response)) if !response.status().is_server_error()
@@ -339,15 +397,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// The upstream's own explanation of an error status, read from a bounded
 /// prefix of its body: `error.message`, a string `error`, `message`, or the text.
 async fn error_message(response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(Ok(piece)) = stream.next().await {
-        let room = MAX_ERROR_BODY_BYTES - body.len();
-        body.extend_from_slice(&piece[..piece.len().min(room)]);
-        if body.len() == MAX_ERROR_BODY_BYTES {
-            break;
-        }
-    }
+    // A body cut short still explains as much as it got to say.
+    let body = read_prefix(response, MAX_ERROR_BODY_BYTES).await.bytes;
     #[derive(serde::Deserialize)]
     struct Envelope {
         error: Option<Inner>,
@@ -381,6 +432,43 @@ async fn error_message(response: reqwest::Response) -> String {
     } else {
         truncate(message, MAX_MESSAGE_CHARS)
     }
+}
+
+/// At most `limit` bytes of a body: never more is buffered.
+struct Prefix {
+    bytes: Vec<u8>,
+    /// The body went on past `limit`.
+    more: bool,
+    /// The body broke off with this error.
+    error: Option<reqwest::Error>,
+}
+
+async fn read_prefix(response: reqwest::Response, limit: usize) -> Prefix {
+    let mut prefix = Prefix {
+        bytes: Vec::new(),
+        more: false,
+        error: None,
+    };
+    let mut stream = response.bytes_stream();
+    while let Some(piece) = stream.next().await {
+        match piece {
+            Ok(piece) => {
+                let room = limit - prefix.bytes.len();
+                prefix
+                    .bytes
+                    .extend_from_slice(&piece[..piece.len().min(room)]);
+                if piece.len() > room {
+                    prefix.more = true;
+                    break;
+                }
+            }
+            Err(error) => {
+                prefix.error = Some(error);
+                break;
+            }
+        }
+    }
+    prefix
 }
 
 fn truncate(mut text: String, max_chars: usize) -> String {

@@ -669,4 +669,75 @@ mod tests {
         assert!(too_long.contains("4096"), "{too_long}");
         assert!(!SseError::<Broken>::InvalidUtf8.to_string().is_empty());
     }
+
+    /// Property tests: what no hand-picked case can promise.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Splits `bytes` at the given cut points (taken modulo the length).
+        fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+            let mut points: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut out = Vec::new();
+            let mut start = 0;
+            for point in points.into_iter().chain([bytes.len()]) {
+                out.push(bytes[start..point].to_vec());
+                start = point;
+            }
+            out
+        }
+
+        fn line_ending() -> impl Strategy<Value = &'static str> {
+            prop_oneof![Just("\n"), Just("\r\n"), Just("\r")]
+        }
+
+        /// One event: optional comment and name, one or more data lines.
+        fn event() -> impl Strategy<Value = String> {
+            (
+                proptest::option::of("[a-z]{1,8}"),
+                proptest::collection::vec("[^\r\n]{0,40}", 1..4),
+                any::<bool>(),
+                line_ending(),
+            )
+                .prop_map(|(name, lines, comment, eol)| {
+                    let mut text = String::new();
+                    if comment {
+                        text.push_str(&format!(": keep-alive{eol}"));
+                    }
+                    if let Some(name) = name {
+                        text.push_str(&format!("event: {name}{eol}"));
+                    }
+                    for line in lines {
+                        text.push_str(&format!("data: {line}{eol}"));
+                    }
+                    text.push_str(eol);
+                    text
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_in_arbitrary_pieces_never_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+                cuts in proptest::collection::vec(any::<usize>(), 0..64),
+            ) {
+                let outcome = parse(split(&bytes, &cuts), 256);
+                prop_assert!(!outcome.pending, "a finite body always ends the stream");
+            }
+
+            #[test]
+            fn a_valid_stream_gives_the_same_events_however_it_is_chunked(
+                events in proptest::collection::vec(event(), 1..20),
+                cuts in proptest::collection::vec(any::<usize>(), 0..64),
+            ) {
+                let text = events.concat();
+                let expected = parse(whole(text.as_bytes()), LIMIT);
+                let chunked = parse(split(text.as_bytes(), &cuts), LIMIT);
+                prop_assert!(expected.error.is_none() && chunked.error.is_none());
+                prop_assert_eq!(expected.events.len(), events.len());
+                prop_assert_eq!(chunked.events, expected.events);
+            }
+        }
+    }
 }

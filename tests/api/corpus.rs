@@ -21,7 +21,7 @@ const OPENAI_CHAT_RECORDINGS: usize = 17;
 
 /// Longer than any replay takes, shorter than `Transcript::read`'s own limit,
 /// so a proxy that never ends a stream fails with the file's name.
-const REPLAY_LIMIT: Duration = Duration::from_secs(15);
+pub(crate) const REPLAY_LIMIT: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_chat_recordings_come_out_right_when_sent_whole() {
@@ -209,15 +209,7 @@ async fn recordings_of_other_apis_end_with_exactly_one_terminal_event() {
 /// Replays every OpenAI-chat recording with each chunking, each on its own
 /// proxy so they run side by side, and fails listing every difference.
 async fn assert_corpus_comes_out_right(chunkings: &[Chunking]) {
-    let files: Vec<(String, Value)> = recordings()
-        .into_iter()
-        .filter(|(_, entry)| entry["format"] == "openai_chat")
-        .collect();
-    assert_eq!(
-        files.len(),
-        OPENAI_CHAT_RECORDINGS,
-        "expected.json lists a different number of openai_chat recordings"
-    );
+    let files = openai_chat_recordings();
 
     let replays = join_all(files.iter().flat_map(|(file, entry)| {
         chunkings.iter().map(move |&chunking| async move {
@@ -251,57 +243,13 @@ fn check_recording(expected: &Value, transcript: &Transcript) -> Vec<String> {
     let mut problems = Vec::new();
     check_frame(transcript, &mut problems);
     let events = transcript.events();
-
-    let wanted: BTreeMap<u64, Extracted> = expected["choices"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|choice| {
-            (
-                choice["index"].as_u64().unwrap_or(0),
-                expected_choice(choice),
-            )
-        })
-        .collect();
-    let seen = extract(&events);
-    let indices: BTreeSet<u64> = wanted.keys().chain(seen.keys()).copied().collect();
-    for index in indices {
-        let nothing = Extracted::default();
-        let want = wanted.get(&index).unwrap_or(&nothing);
-        let got = seen.get(&index).unwrap_or(&nothing);
-        let mut differ = |what: &str, want: &dyn std::fmt::Debug, got: &dyn std::fmt::Debug| {
-            problems.push(format!(
-                "choice {index} {what}: expected {want:?}\n  but the client saw {got:?}"
-            ));
-        };
-        if want.content != got.content {
-            differ("content", &want.content, &got.content);
-        }
-        if want.refusal != got.refusal {
-            differ("refusal", &want.refusal, &got.refusal);
-        }
-        if want.reasoning != got.reasoning {
-            differ("reasoning", &want.reasoning, &got.reasoning);
-        }
-        if want.tool_calls != got.tool_calls {
-            differ("tool calls", &want.tool_calls, &got.tool_calls);
-        }
-    }
+    compare_choices(expected, &extract(&events), &mut problems);
 
     let terminal = transcript.terminal();
     let [last] = terminal.as_slice() else {
         return problems;
     };
-    let upstream_errors: Vec<&str> = expected["in_stream_errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|error| {
-            error["payload"]["error"]["message"]
-                .as_str()
-                .or_else(|| error["payload_error"]["message"].as_str())
-        })
-        .collect();
+    let upstream_errors = upstream_errors(expected);
     if upstream_errors.is_empty() {
         let finish_reason = &expected["choices"][0]["finish_reason"];
         let usage = &expected["usage"];
@@ -327,6 +275,64 @@ fn check_recording(expected: &Value, transcript: &Transcript) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Every difference between the choices expected.json lists and what a
+/// client accumulated, `seen`.
+pub(crate) fn compare_choices(
+    expected: &Value,
+    seen: &BTreeMap<u64, Extracted>,
+    problems: &mut Vec<String>,
+) {
+    let wanted: BTreeMap<u64, Extracted> = expected["choices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|choice| {
+            (
+                choice["index"].as_u64().unwrap_or(0),
+                expected_choice(choice),
+            )
+        })
+        .collect();
+    let indices: BTreeSet<u64> = wanted.keys().chain(seen.keys()).copied().collect();
+    for index in indices {
+        let nothing = Extracted::default();
+        let want = wanted.get(&index).unwrap_or(&nothing);
+        let got = seen.get(&index).unwrap_or(&nothing);
+        let mut differ = |what: &str, want: &dyn std::fmt::Debug, got: &dyn std::fmt::Debug| {
+            problems.push(format!(
+                "choice {index} {what}: expected {want:?}\n  but the client saw {got:?}"
+            ));
+        };
+        if want.content != got.content {
+            differ("content", &want.content, &got.content);
+        }
+        if want.refusal != got.refusal {
+            differ("refusal", &want.refusal, &got.refusal);
+        }
+        if want.reasoning != got.reasoning {
+            differ("reasoning", &want.reasoning, &got.reasoning);
+        }
+        if want.tool_calls != got.tool_calls {
+            differ("tool calls", &want.tool_calls, &got.tool_calls);
+        }
+    }
+}
+
+/// The messages of the upstream's own in-stream errors, which the client must
+/// be shown; empty when the recording ends cleanly.
+pub(crate) fn upstream_errors(expected: &Value) -> Vec<&str> {
+    expected["in_stream_errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|error| {
+            error["payload"]["error"]["message"]
+                .as_str()
+                .or_else(|| error["payload_error"]["message"].as_str())
+        })
+        .collect()
 }
 
 /// The shape every stream must have: 200, `start` first, exactly one
@@ -358,18 +364,18 @@ fn check_frame(transcript: &Transcript, problems: &mut Vec<String>) {
 
 /// What a client accumulates for one choice.
 #[derive(Debug, Default, PartialEq)]
-struct Extracted {
-    content: String,
-    refusal: String,
-    reasoning: String,
-    tool_calls: BTreeMap<u64, ToolCall>,
+pub(crate) struct Extracted {
+    pub(crate) content: String,
+    pub(crate) refusal: String,
+    pub(crate) reasoning: String,
+    pub(crate) tool_calls: BTreeMap<u64, ToolCall>,
 }
 
 #[derive(Debug, Default, PartialEq)]
-struct ToolCall {
-    id: Option<String>,
-    name: Option<String>,
-    arguments: String,
+pub(crate) struct ToolCall {
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) arguments: String,
 }
 
 /// Accumulates the events per choice as a client would.
@@ -432,6 +438,20 @@ fn expected_choice(choice: &Value) -> Extracted {
             })
             .collect(),
     }
+}
+
+/// The recordings in the OpenAI chat-completions dialect, with their entries.
+pub(crate) fn openai_chat_recordings() -> Vec<(String, Value)> {
+    let files: Vec<(String, Value)> = recordings()
+        .into_iter()
+        .filter(|(_, entry)| entry["format"] == "openai_chat")
+        .collect();
+    assert_eq!(
+        files.len(),
+        OPENAI_CHAT_RECORDINGS,
+        "expected.json lists a different number of openai_chat recordings"
+    );
+    files
 }
 
 /// Every recording listed in expected.json, with its entry.

@@ -428,7 +428,12 @@ fn assert_key_never_shown(transcript: &Transcript) {
 /// Asserts a refusal before any stream: `status`, a JSON body
 /// `{"error":{"code","message","type"}}` with `code`, and no event stream.
 /// Returns the `error` object.
-fn assert_refused(transcript: &Transcript, status: u16, code: &str, context: &str) -> Value {
+pub(crate) fn assert_refused(
+    transcript: &Transcript,
+    status: u16,
+    code: &str,
+    context: &str,
+) -> Value {
     assert_eq!(transcript.status, status, "{context}: {}", transcript.text);
     let content_type = transcript.header("content-type").unwrap_or_default();
     assert!(

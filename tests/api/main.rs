@@ -4,7 +4,9 @@
 mod fake_upstream;
 mod helpers;
 
+mod abuse;
 mod access;
+mod browser;
 mod chat;
 mod cli;
 mod corpus;
@@ -12,6 +14,8 @@ mod demo;
 mod failures;
 mod input;
 mod lifecycle;
+mod openai;
 mod operations;
 mod resume;
 mod retries;
+mod sdk;

@@ -1,0 +1,861 @@
+//! The demo page in a real browser: Debian's Chromium, headless, driven over
+//! the DevTools protocol, loading the page from a real proxy in front of a
+//! real [`FakeUpstream`](crate::fake_upstream::FakeUpstream). These tests are
+//! about what a person sees: the answer growing token by token, multi-byte
+//! text arriving intact, Stop, honest errors, model text never becoming HTML,
+//! the conversation history, resuming after a dropped connection, and
+//! screenshots under `target/screenshots/` for people to look at.
+//!
+//! The page is observed by evaluating JavaScript in it, through its stable
+//! `data-testid` hooks and `window.tokenrelayDebug`. Chromium is heavy, so the
+//! tests take turns (one browser at a time) and every wait is generous: on a
+//! busy 2-core machine slow is fine, wrong is not.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chromiumoxide::Page;
+use chromiumoxide::browser::{Browser as Chromium, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
+use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
+use chromiumoxide::handler::viewport::Viewport;
+use chromiumoxide::page::ScreenshotParams;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, MutexGuard, Notify};
+use tokio::task::JoinHandle;
+
+use crate::fake_upstream::{Chunking, Reply};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+/// Where Debian's `chromium` package puts the browser.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Every wait on the page or the upstream; generous because CI is noisy.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// How often a condition in the page is checked while waiting.
+const POLL: Duration = Duration::from_millis(10);
+
+/// The newest assistant message, as a JavaScript expression.
+const LAST_ANSWER: &str =
+    "[...document.querySelectorAll('[data-testid=message][data-role=assistant]')].at(-1)";
+
+/// How many assistant messages the page shows, as a JavaScript expression.
+const ANSWER_COUNT: &str =
+    "document.querySelectorAll('[data-testid=message][data-role=assistant]').length";
+
+/// Two browsers at once would slow each other down enough to make timeouts
+/// flaky, so each test holds this for as long as its browser lives.
+static BROWSER_TURN: Mutex<()> = Mutex::const_new(());
+
+/// Makes each profile directory unique within this test process.
+static PROFILES: AtomicUsize = AtomicUsize::new(0);
+
+// ---- The tests ----
+
+#[tokio::test]
+async fn a_paced_answer_grows_on_the_page_and_ends_exact() {
+    // Arrange
+    let app = spawn_app().await;
+    let tokens = [
+        "Tokens ", "arrive ", "one ", "by ", "one, ", "as ", "the ", "model ", "writes.",
+    ];
+    let full = tokens.concat();
+    app.upstream
+        .push(Reply::tokens(&tokens).pace(Duration::from_millis(120)));
+    let browser = Browser::launch().await;
+    let page = browser.open(&app.url("/")).await;
+    page.record().await;
+
+    // Act
+    page.send("Show me streaming").await;
+    page.wait_for_state("done").await;
+
+    // Assert
+    assert_eq!(page.answer_text().await, full);
+    let seen = page.recorded().await;
+    assert_grew_in_order(&seen.answers, &full);
+    let intermediate = seen
+        .answers
+        .iter()
+        .filter(|text| !text.is_empty() && **text != full)
+        .count();
+    assert!(
+        intermediate >= 3,
+        "the answer should grow through at least 3 intermediate states, saw {:?}",
+        seen.answers
+    );
+    let count: String = page
+        .eval(&format!(
+            "{LAST_ANSWER}.querySelector('[data-testid=token-count]').textContent"
+        ))
+        .await;
+    assert_eq!(count, tokens.len().to_string(), "the token count shown");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn cjk_and_emoji_in_one_byte_pieces_arrive_intact() {
+    // Arrange
+    let app = spawn_app().await;
+    let tokens = ["你好，", "世界！", " Grüße ", "🎉🚀", " 👩‍💻 ", "こんにちは"];
+    app.upstream
+        .push(Reply::tokens(&tokens).chunked(Chunking::Bytes(1)));
+    let browser = Browser::launch().await;
+    let page = browser.open(&app.url("/")).await;
+    let prompt = "用一句话打招呼 👋";
+
+    // Act
+    page.send(prompt).await;
+    page.wait_for_state("done").await;
+
+    // Assert
+    assert_eq!(page.answer_text().await, tokens.concat());
+    let sent: Value = page
+        .eval("window.tokenrelayDebug.lastRequestBody.messages")
+        .await;
+    assert_eq!(sent, json!([{ "role": "user", "content": prompt }]));
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn stop_drops_the_upstream_request_and_shows_the_answer_stopped() {
+    // Arrange
+    let app = spawn_app().await;
+    let (reply, full) = numbered_answer(60, Duration::from_millis(150));
+    app.upstream.push(reply);
+    let browser = Browser::launch().await;
+    let page = browser.open(&app.url("/")).await;
+    page.send("Count slowly").await;
+    page.wait_for_answer_containing("w1 ").await;
+
+    // Act
+    page.click("[data-testid=stop]").await;
+
+    // Assert
+    assert!(
+        app.upstream.wait_dropped(1, WAIT).await,
+        "Stop should drop the upstream request"
+    );
+    page.wait_for_state("stopped").await;
+    let shown = page.answer_text().await;
+    assert!(
+        full.starts_with(&shown) && shown.len() < full.len(),
+        "a stopped answer keeps what arrived and no more, got {shown:?}"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_upstream_500_shows_a_clear_error() {
+    let message = "The server had an error while processing your request";
+    let reply = Reply::status(
+        500,
+        json!({ "error": { "message": message, "type": "server_error" } }),
+    );
+
+    let (answer, error) = shown_failure(reply).await;
+
+    assert_eq!(answer, "", "nothing was generated");
+    for part in ["Error 502", "500", message] {
+        assert!(
+            error.contains(part),
+            "the error should mention {part:?}, got {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_answer_shows_a_clear_error() {
+    // The role chunk is the first piece, so two tokens get through.
+    let reply = Reply::tokens(&["Half ", "an ", "answer ", "and more"]).cut_after(3);
+
+    let (answer, error) = shown_failure(reply).await;
+
+    assert_eq!(answer, "Half an ", "what arrived stays visible");
+    for part in ["The generation failed", "upstream_disconnected"] {
+        assert!(
+            error.contains(part),
+            "the error should mention {part:?}, got {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_xss_token_renders_as_text_and_runs_nothing() {
+    // Arrange
+    let app = spawn_app().await;
+    let tokens = [
+        "<img src=x onerror=\"window.__pwned=1\">",
+        "<script>window.__pwned=2</script>",
+        "<b>bold?</b>",
+    ];
+    app.upstream.push(Reply::tokens(&tokens));
+    let browser = Browser::launch().await;
+    let page = browser.open(&app.url("/")).await;
+
+    // Act
+    page.send("Say something nasty").await;
+    page.wait_for_state("done").await;
+    // An injected <img src=x> would fail to load at about the time this one
+    // does, so once this one has failed its handler would already have run.
+    let _: bool = page
+        .eval(
+            "new Promise((done) => { const probe = new Image(); \
+             probe.onerror = probe.onload = () => done(true); probe.src = 'x'; })",
+        )
+        .await;
+
+    // Assert
+    assert_eq!(page.answer_text().await, tokens.concat());
+    let elements: usize = page
+        .eval(&format!(
+            "{LAST_ANSWER}.querySelectorAll('[data-testid=answer] *').length"
+        ))
+        .await;
+    assert_eq!(elements, 0, "model text must never become elements");
+    let pwned: Value = page.eval("window.__pwned ?? null").await;
+    assert_eq!(pwned, Value::Null, "no script from the answer may run");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_second_turn_sends_the_first_question_and_answer_as_history() {
+    // Arrange
+    let app = spawn_app().await;
+    app.upstream
+        .push(Reply::tokens(&["Paris ", "is the capital."]));
+    app.upstream
+        .push(Reply::tokens(&["About ", "two million."]));
+    let browser = Browser::launch().await;
+    let page = browser.open(&app.url("/")).await;
+    page.send("What is the capital of France?").await;
+    page.wait_for_state("done").await;
+
+    // Act
+    page.send("How many people live there?").await;
+    page.wait_for_state("done").await;
+
+    // Assert
+    let expected = json!([
+        { "role": "user", "content": "What is the capital of France?" },
+        { "role": "assistant", "content": "Paris is the capital." },
+        { "role": "user", "content": "How many people live there?" },
+    ]);
+    let sent: Value = page
+        .eval("window.tokenrelayDebug.lastRequestBody.messages")
+        .await;
+    assert_eq!(sent, expected, "the page's second request");
+    let chats = chat_requests(&app);
+    assert_eq!(chats.len(), 2, "one upstream request per turn");
+    assert_eq!(
+        chats[1]["messages"], expected,
+        "the upstream's second request"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_dropped_connection_resumes_with_nothing_missing_or_doubled() {
+    // Arrange
+    let app = spawn_app_with(&[("RESUME_GRACE_SECS", "5")]).await;
+    let (reply, full) = numbered_answer(20, Duration::from_millis(100));
+    app.upstream.push(reply);
+    let relay = CuttingRelay::start(app.addr).await;
+    let browser = Browser::launch().await;
+    let page = browser.open(&relay.url("/")).await;
+    page.record().await;
+    page.send("Count for me").await;
+    page.wait_for_answer_containing("w2 ").await;
+
+    // Act
+    relay.cut();
+    page.wait_for_state("done").await;
+
+    // Assert
+    assert!(
+        relay.has_cut(),
+        "the relay should have cut the chat connection"
+    );
+    let seen = page.recorded().await;
+    assert!(
+        seen.reconnecting
+            .iter()
+            .any(|notice| notice.contains("Reconnecting")),
+        "the page should say it is reconnecting, saw {:?}",
+        seen.reconnecting
+    );
+    assert_eq!(page.answer_text().await, full);
+    assert_grew_in_order(&seen.answers, &full);
+    assert_eq!(
+        chat_requests(&app).len(),
+        1,
+        "resuming must not start a second generation"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn screenshots_of_a_finished_answer_are_saved_under_target() {
+    // Arrange
+    let app = spawn_app().await;
+    app.upstream.push(
+        Reply::tokens(&[
+            "Server-Sent Events ",
+            "let a server push a stream of text events ",
+            "to the browser over one long-lived HTTP response. ",
+            "The browser reads them as they arrive, ",
+            "which is how each token of this answer appeared the moment it was written.",
+        ])
+        // Paced like a real model, so the figures in the picture look like one.
+        .pace(Duration::from_millis(40)),
+    );
+    let browser = Browser::launch().await;
+    let page = browser.open(&app.url("/")).await;
+    page.send("Explain Server-Sent Events in two sentences")
+        .await;
+    page.wait_for_state("done").await;
+
+    // Act
+    let laptop = page.screenshot(Screen::LAPTOP, "answer-laptop.png").await;
+    let phone = page.screenshot(Screen::PHONE, "answer-phone.png").await;
+
+    // Assert
+    for path in [laptop, phone] {
+        let png =
+            std::fs::read(&path).unwrap_or_else(|error| panic!("read {}: {error}", path.display()));
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+            "{} should be a real PNG picture",
+            path.display()
+        );
+    }
+    browser.close().await;
+}
+
+// ---- Shared steps and checks ----
+
+/// An answer of `count` numbered words, one token each, `gap` apart.
+fn numbered_answer(count: usize, gap: Duration) -> (Reply, String) {
+    let tokens: Vec<String> = (0..count).map(|n| format!("w{n} ")).collect();
+    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    (Reply::tokens(&tokens).pace(gap), tokens.concat())
+}
+
+/// Sends a prompt answered by `reply` and returns the answer text and the
+/// error text the page shows once it has settled as an error.
+async fn shown_failure(reply: Reply) -> (String, String) {
+    let app = spawn_app().await;
+    app.upstream.push(reply);
+    let browser = Browser::launch().await;
+    let page = browser.open(&app.url("/")).await;
+
+    page.send("Tell me something").await;
+    page.wait_for_state("error").await;
+
+    let answer = page.answer_text().await;
+    let error = page.error_text().await;
+    let visible: bool = page
+        .eval(&format!(
+            "{LAST_ANSWER}.querySelector('[data-testid=error]').checkVisibility()"
+        ))
+        .await;
+    assert!(visible, "the error should be visible");
+    browser.close().await;
+    (answer, error)
+}
+
+/// The bodies of the chat requests the fake upstream received.
+fn chat_requests(app: &TestApp) -> Vec<Value> {
+    app.upstream
+        .requests()
+        .into_iter()
+        .filter(|request| request.path == "/v1/chat/completions")
+        .map(|request| request.body)
+        .collect()
+}
+
+/// Each state the page showed extends the one before and the last is the
+/// whole answer: text arrives in order, nothing is lost and nothing repeated.
+fn assert_grew_in_order(states: &[String], full: &str) {
+    for pair in states.windows(2) {
+        assert!(
+            pair[1].starts_with(&pair[0]),
+            "the answer went from {:?} to {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some(full),
+        "the last state"
+    );
+}
+
+// ---- The browser ----
+
+/// One headless Chromium with a fresh profile, for one test.
+struct Browser {
+    chromium: Chromium,
+    handler: JoinHandle<()>,
+    profile: PathBuf,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Browser {
+    async fn launch() -> Browser {
+        let turn = BROWSER_TURN.lock().await;
+        assert!(
+            Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: run scripts/setup.sh to install Chromium for the browser tests"
+        );
+        let profiles = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chromium-profiles");
+        sweep_stale_profiles(&profiles);
+        let profile = profiles.join(format!(
+            "{}-{}",
+            std::process::id(),
+            PROFILES.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&profile)
+            .unwrap_or_else(|error| panic!("create {}: {error}", profile.display()));
+        let config = BrowserConfig::builder()
+            .chrome_executable(CHROMIUM)
+            .no_sandbox()
+            .user_data_dir(&profile)
+            .viewport(Screen::LAPTOP.viewport())
+            .window_size(Screen::LAPTOP.width, Screen::LAPTOP.height)
+            .launch_timeout(WAIT)
+            .request_timeout(WAIT)
+            // Without these the closed network here makes Chromium retry
+            // connections forever (see STYLE.md).
+            .args([
+                "disable-gpu",
+                "disable-quic",
+                "no-first-run",
+                "disable-background-networking",
+                "disable-component-update",
+                "disable-sync",
+            ])
+            .build()
+            .unwrap_or_else(|error| panic!("browser config: {error}"));
+        let (chromium, mut handler) = Chromium::launch(config)
+            .await
+            .unwrap_or_else(|error| panic!("launch {CHROMIUM}: {error}"));
+        // The handler is the CDP connection itself: nothing answers unless it
+        // is polled, and one bad message must not stop it.
+        let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        Browser {
+            chromium,
+            handler,
+            profile,
+            _turn: turn,
+        }
+    }
+
+    /// Opens the chat page at `url` and waits until it is ready to send.
+    async fn open(&self, url: &str) -> ChatPage {
+        let page = self
+            .chromium
+            .new_page(url)
+            .await
+            .unwrap_or_else(|error| panic!("open {url}: {error}"));
+        let page = ChatPage { page };
+        // The model list loads asynchronously; a prompt sent before it would
+        // go without a model, unlike what a person does.
+        let _: bool = page
+            .wait_for(
+                "the page to load its models",
+                "window.tokenrelayDebug && document.querySelector('[data-testid=model]').value !== '' || null",
+            )
+            .await;
+        page
+    }
+
+    /// Lets Chromium shut down cleanly; a dropped browser is killed instead.
+    async fn close(mut self) {
+        let _ = self.chromium.close().await;
+        let _ = self.chromium.wait().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Also runs when a test fails midway; Chromium itself is killed when
+        // `chromium` is dropped.
+        self.handler.abort();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Removes the profiles of earlier browsers: Chromium's helper processes
+/// may still write to a profile just after the browser exits, so removing it
+/// at close is not always final. Profiles of other live test processes stay.
+fn sweep_stale_profiles(profiles: &Path) {
+    let Ok(entries) = std::fs::read_dir(profiles) else {
+        return;
+    };
+    let ours = std::process::id().to_string();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').next().unwrap_or_default();
+        // Holding BROWSER_TURN, no other browser of this process is running.
+        if pid == ours || !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A viewport to look at the page in.
+#[derive(Clone, Copy)]
+struct Screen {
+    width: u32,
+    height: u32,
+    scale: f64,
+    mobile: bool,
+}
+
+impl Screen {
+    const LAPTOP: Screen = Screen {
+        width: 1280,
+        height: 800,
+        scale: 1.0,
+        mobile: false,
+    };
+    const PHONE: Screen = Screen {
+        width: 390,
+        height: 844,
+        scale: 2.0,
+        mobile: true,
+    };
+
+    fn viewport(self) -> Viewport {
+        Viewport {
+            width: self.width,
+            height: self.height,
+            device_scale_factor: Some(self.scale),
+            emulating_mobile: self.mobile,
+            has_touch: self.mobile,
+            is_landscape: false,
+        }
+    }
+}
+
+/// What [`ChatPage::record`] saw.
+#[derive(Debug, Deserialize)]
+struct Seen {
+    /// Each distinct text of the newest answer, in order.
+    answers: Vec<String>,
+    /// Each distinct text of the reconnecting notice.
+    reconnecting: Vec<String>,
+}
+
+/// The demo chat page, seen through its `data-testid` hooks.
+struct ChatPage {
+    page: Page,
+}
+
+impl ChatPage {
+    /// Evaluates a JavaScript expression (awaiting a promise) and returns its
+    /// JSON value.
+    async fn eval<T: DeserializeOwned>(&self, js: &str) -> T {
+        let result = self
+            .page
+            .evaluate_expression(js)
+            .await
+            .unwrap_or_else(|error| panic!("evaluate `{js}`: {error}"));
+        // CDP leaves the value out for null and undefined.
+        let value = result.value().cloned().unwrap_or(Value::Null);
+        serde_json::from_value(value).unwrap_or_else(|error| panic!("the value of `{js}`: {error}"))
+    }
+
+    /// Polls `js` until it is not null, and returns that value.
+    async fn wait_for<T: DeserializeOwned>(&self, what: &str, js: &str) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let value: Value = self.eval(js).await;
+            if !value.is_null() {
+                return serde_json::from_value(value)
+                    .unwrap_or_else(|error| panic!("waiting for {what}: {error}"));
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "waited {WAIT:?} for {what}; the answer is {:?}, the error {:?}",
+                    self.answer_text().await,
+                    self.error_text().await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Types `prompt` as a person does (click, text input, Enter) and waits
+    /// for the answer to appear.
+    async fn send(&self, prompt: &str) {
+        let answers: usize = self.eval(ANSWER_COUNT).await;
+        let prompt_box = self.element("[data-testid=prompt]").await;
+        prompt_box
+            .click()
+            .await
+            .unwrap_or_else(|error| panic!("click the prompt box: {error}"));
+        // insertText is what an IME or a paste does: one input event with any
+        // text, where key events only cover what a keyboard layout has.
+        self.page
+            .execute(InsertTextParams::new(prompt))
+            .await
+            .unwrap_or_else(|error| panic!("type {prompt:?}: {error}"));
+        prompt_box
+            .press_key("Enter")
+            .await
+            .unwrap_or_else(|error| panic!("press Enter: {error}"));
+        let _: bool = self
+            .wait_for(
+                &format!("the answer to {prompt:?} to appear"),
+                &format!("{ANSWER_COUNT} > {answers} || null"),
+            )
+            .await;
+    }
+
+    async fn click(&self, selector: &str) {
+        self.element(selector)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|error| panic!("click {selector}: {error}"));
+    }
+
+    async fn element(&self, selector: &str) -> chromiumoxide::Element {
+        self.page
+            .find_element(selector)
+            .await
+            .unwrap_or_else(|error| panic!("find {selector}: {error}"))
+    }
+
+    /// Waits until the newest answer has settled, and fails at once if it
+    /// settled in another state than `state`.
+    async fn wait_for_state(&self, state: &str) {
+        let settled: String = self
+            .wait_for(
+                &format!("the answer to settle as {state:?}"),
+                &format!(
+                    "[{LAST_ANSWER}?.dataset.state].find((s) => s && s !== 'streaming') ?? null"
+                ),
+            )
+            .await;
+        assert_eq!(
+            settled,
+            state,
+            "the answer settled as {settled:?}; it reads {:?}, the error {:?}",
+            self.answer_text().await,
+            self.error_text().await
+        );
+    }
+
+    async fn wait_for_answer_containing(&self, text: &str) {
+        let js = format!(
+            "{LAST_ANSWER}?.querySelector('[data-testid=answer]').textContent.includes({}) || null",
+            json!(text)
+        );
+        let _: bool = self
+            .wait_for(&format!("the answer to contain {text:?}"), &js)
+            .await;
+    }
+
+    /// The text of the newest answer ("" before there is one).
+    async fn answer_text(&self) -> String {
+        self.eval(&format!(
+            "{LAST_ANSWER}?.querySelector('[data-testid=answer]').textContent ?? ''"
+        ))
+        .await
+    }
+
+    /// The error shown on the newest answer ("" when there is none).
+    async fn error_text(&self) -> String {
+        self.eval(&format!(
+            "{LAST_ANSWER}?.querySelector('[data-testid=error]')?.textContent ?? ''"
+        ))
+        .await
+    }
+
+    /// Starts recording every state of the newest answer and of the
+    /// reconnecting notice. A mutation observer sees each change, where
+    /// polling from here could miss a short-lived one on a busy machine.
+    async fn record(&self) {
+        let js = format!(
+            "(() => {{
+                const seen = {{ answers: [], reconnecting: [] }};
+                const note = (list, text) => {{ if (list.at(-1) !== text) list.push(text); }};
+                new MutationObserver(() => {{
+                    const last = {LAST_ANSWER};
+                    if (!last) return;
+                    note(seen.answers, last.querySelector('[data-testid=answer]').textContent);
+                    const notice = last.querySelector('[data-testid=reconnecting]');
+                    if (notice) note(seen.reconnecting, notice.textContent);
+                }}).observe(document.body, {{ subtree: true, childList: true, characterData: true }});
+                window.__seen = seen;
+                return true;
+            }})()"
+        );
+        let _: bool = self.eval(&js).await;
+    }
+
+    async fn recorded(&self) -> Seen {
+        self.eval("window.__seen").await
+    }
+
+    /// Shows the page on `screen` and saves a screenshot as
+    /// `target/screenshots/<name>`.
+    async fn screenshot(&self, screen: Screen, name: &str) -> PathBuf {
+        let metrics = SetDeviceMetricsOverrideParams::builder()
+            .width(screen.width)
+            .height(screen.height)
+            .device_scale_factor(screen.scale)
+            .mobile(screen.mobile)
+            .build()
+            .unwrap_or_else(|error| panic!("device metrics: {error}"));
+        self.page
+            .execute(metrics)
+            .await
+            .unwrap_or_else(|error| panic!("resize to {name}: {error}"));
+        // Two frames: one to lay out at the new size, one to paint it.
+        let _: bool = self
+            .eval("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))")
+            .await;
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap_or_else(|| panic!("CARGO_TARGET_TMPDIR has no parent"));
+        let dir = target.join("screenshots");
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|error| panic!("create {}: {error}", dir.display()));
+        let path = dir.join(name);
+        self.page
+            .save_screenshot(
+                ScreenshotParams::builder()
+                    .format(CaptureScreenshotFormat::Png)
+                    .build(),
+                &path,
+            )
+            .await
+            .unwrap_or_else(|error| panic!("screenshot {}: {error}", path.display()));
+        path
+    }
+}
+
+// ---- A connection that breaks on demand ----
+
+/// A TCP relay in front of the proxy that can break the connection carrying
+/// the first `POST /api/chat` while the generation goes on: what a train
+/// tunnel does to a phone. The proxy has no fault injection of its own, and
+/// should not need any.
+struct CuttingRelay {
+    addr: SocketAddr,
+    shared: Arc<RelayShared>,
+    accept: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct RelayShared {
+    /// Set once a connection carried `POST /api/chat`: that one is the victim.
+    claimed: AtomicBool,
+    cut: Notify,
+    has_cut: AtomicBool,
+}
+
+impl CuttingRelay {
+    async fn start(proxy: SocketAddr) -> CuttingRelay {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|error| panic!("bind the relay: {error}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("relay address: {error}"));
+        let shared = Arc::new(RelayShared::default());
+        let accept = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = TcpStream::connect(proxy).await else {
+                        continue;
+                    };
+                    tokio::spawn(relay(client, server, Arc::clone(&shared)));
+                }
+            }
+        });
+        CuttingRelay {
+            addr,
+            shared,
+            accept,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Closes the chat connection now (or as soon as there is one).
+    fn cut(&self) {
+        self.shared.cut.notify_one();
+    }
+
+    fn has_cut(&self) -> bool {
+        self.shared.has_cut.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CuttingRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Copies bytes both ways until either side closes or, on the victim
+/// connection, a cut is asked for; returning drops (closes) both sockets.
+async fn relay(client: TcpStream, server: TcpStream, shared: Arc<RelayShared>) {
+    let (mut client_in, mut client_out) = client.into_split();
+    let (mut server_in, mut server_out) = server.into_split();
+    let mut victim = false;
+    let mut up = vec![0_u8; 16 * 1024];
+    let mut down = vec![0_u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = client_in.read(&mut up) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let request = &up[..n];
+                if !victim
+                    && request.windows(15).any(|w| w == b"POST /api/chat ")
+                    && !shared.claimed.swap(true, Ordering::SeqCst)
+                {
+                    victim = true;
+                }
+                if server_out.write_all(request).await.is_err() {
+                    return;
+                }
+            }
+            read = server_in.read(&mut down) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if client_out.write_all(&down[..n]).await.is_err() {
+                    return;
+                }
+            }
+            () = shared.cut.notified(), if victim => {
+                shared.has_cut.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
