@@ -22,13 +22,12 @@
 //!   because clients need it to send the tool's result back.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderValue, header};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -38,7 +37,7 @@ use serde_json::value::RawValue;
 
 use crate::access::Caller;
 use crate::error::Error;
-use crate::relay::STREAM_ID_HEADER;
+use crate::relay;
 use crate::request::ChatRequest;
 use crate::routes::{self, AppState, JsonBody};
 use crate::streams::{Entry, Follower, Generation, StreamId};
@@ -134,7 +133,7 @@ struct StopWhenGone(Option<Arc<Generation>>);
 impl Drop for StopWhenGone {
     fn drop(&mut self) {
         if let Some(generation) = &self.0 {
-            generation.stop();
+            generation.abandon();
         }
     }
 }
@@ -147,25 +146,9 @@ fn stream_response(
     mut chunks: Chunks,
     keepalive: Duration,
 ) -> Response {
-    let events = follower
-        .flat_map(move |entry| stream::iter(chunks.encode(&entry).into_iter().flatten()))
-        .map(Ok::<_, Infallible>);
-    let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(keepalive).text("ping"))
-        .into_response();
-    // The same headers as `/api/chat`: proxies must neither buffer nor cache.
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
-        (header::CACHE_CONTROL, "no-cache, no-transform"),
-        (HeaderName::from_static("x-accel-buffering"), "no"),
-    ] {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-        headers.insert(STREAM_ID_HEADER, value);
-    }
-    response
+    let events =
+        follower.flat_map(move |entry| stream::iter(chunks.encode(&entry).into_iter().flatten()));
+    relay::sse(id, events, keepalive)
 }
 
 /// Re-encodes one follower's entries as `chat.completion.chunk`s.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::{StreamExt, stream};
+use futures_util::{Stream, StreamExt, stream};
 
 use crate::streams::{Entry, Follower, StreamId};
 use crate::wire::{ErrorCode, StreamEvent};
@@ -25,25 +25,32 @@ pub const STREAM_ID_HEADER: HeaderName = HeaderName::from_static("x-stream-id");
 pub fn response(id: StreamId, follower: Follower, keepalive: Duration) -> Response {
     let prefix = id.to_string();
     let retry = stream::once(async { Event::default().retry(RECONNECT_AFTER) });
-    let events = retry
-        .chain(follower.map(move |entry| frame(&prefix, entry)))
-        .map(Ok::<_, Infallible>);
-    let mut response = Sse::new(events)
+    sse(
+        id,
+        retry.chain(follower.map(move |entry| frame(&prefix, entry))),
+        keepalive,
+    )
+}
+
+/// An SSE response of `events` for generation `id`, with keep-alive
+/// comments and the headers that stop proxies from buffering or caching it.
+/// Every streaming route of tokenrelay answers through this.
+pub fn sse(
+    id: StreamId,
+    events: impl Stream<Item = Event> + Send + 'static,
+    keepalive: Duration,
+) -> Response {
+    let mut response = Sse::new(events.map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::new().interval(keepalive).text("ping"))
         .into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    headers.insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-cache, no-transform"),
+        (HeaderName::from_static("x-accel-buffering"), "no"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
     if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
         headers.insert(STREAM_ID_HEADER, value);
     }

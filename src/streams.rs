@@ -167,6 +167,7 @@ impl Ticket {
             log: Mutex::new(Log::default()),
             listeners_changed: Notify::new(),
             stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
             running: Mutex::new(Some(permit)),
         });
         generation.append(StreamEvent::Start {
@@ -204,6 +205,8 @@ pub struct Generation {
     listeners_changed: Notify,
     /// `DELETE`: stop now.
     stop: CancellationToken,
+    /// The only client left for good: stop now, without a grace period.
+    abandon: CancellationToken,
     running: Mutex<Option<Running>>,
 }
 
@@ -255,6 +258,12 @@ impl Generation {
         self.stop.cancel();
     }
 
+    /// Ends the generation now because its client left and will not come
+    /// back (no grace period); counted as `client_gone`.
+    pub fn abandon(&self) {
+        self.abandon.cancel();
+    }
+
     /// Drives the upstream to its end, appending every event, and keeps the
     /// log for the resume TTL afterwards.
     pub async fn run(self: Arc<Self>, mut upstream: UpstreamEvents) {
@@ -264,7 +273,12 @@ impl Generation {
         let ending = {
             let stopped = self.stop.cancelled();
             let shutdown = self.registry.shutdown.cancelled();
-            let abandoned = self.abandoned(config.grace);
+            let abandoned = async {
+                tokio::select! {
+                    () = self.abandoned(config.grace) => {}
+                    () = self.abandon.cancelled() => {}
+                }
+            };
             tokio::pin!(stopped, shutdown, abandoned);
             let mut translator = Translator::new();
             let mut events = Vec::new();

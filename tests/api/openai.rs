@@ -380,6 +380,11 @@ async fn a_client_that_leaves_stops_the_upstream_without_waiting_for_the_grace()
         app.upstream.wait_dropped(1, Duration::from_secs(5)).await,
         "the upstream request should be dropped as soon as the /v1 client leaves"
     );
+    let metrics = app.get("/metrics").await.text().await.unwrap_or_default();
+    assert!(
+        metrics.contains("tokenrelay_cancellations_total{cause=\"client_gone\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
