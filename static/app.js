@@ -10,6 +10,8 @@
  */
 import { readEvents } from "/sse.js";
 
+/** Shortest span over which tokens per second is worth showing. */
+const MIN_RATE_SECONDS = 0.05;
 const RESUME_BACKOFF_MS = [500, 1000, 2000];
 
 const $ = (id) => document.getElementById(id);
@@ -232,8 +234,12 @@ class Generation {
   updateRate() {
     this.view.setFigure("token-count", this.tokens);
     const seconds = (performance.now() - this.firstTokenAt) / 1000;
-    // The first token starts the clock, so it does not count towards the rate.
-    if (this.tokens > 1 && seconds > 0) this.view.setFigure("tps", ((this.tokens - 1) / seconds).toFixed(1));
+    // The first token starts the clock, so it does not count towards the rate;
+    // tokens that arrive in one burst say nothing about speed, so the rate
+    // waits for a measurable stretch of time.
+    if (this.tokens > 1 && seconds >= MIN_RATE_SECONDS) {
+      this.view.setFigure("tps", ((this.tokens - 1) / seconds).toFixed(1));
+    }
   }
 
   finish(reason = "stop") {
