@@ -124,9 +124,14 @@ pub const SETTINGS: &[Setting] = &[
         "Largest request body accepted, in bytes.",
     ),
     setting(
-        "REQUEST_BODY_TIMEOUT_SECS",
+        "REQUEST_TIMEOUT_SECS",
         Some("30"),
-        "Longest a client may take to send its request body; slower clients get 408.",
+        "Longest a client may take to send its request headers, and again its body (408).",
+    ),
+    setting(
+        "MAX_CONNECTIONS",
+        Some("16384"),
+        "Most client connections open at once; beyond it a connection gets 503 and is closed.",
     ),
     setting(
         "MAX_CONCURRENT_STREAMS",
@@ -167,7 +172,8 @@ pub struct Config {
     pub proxy_api_keys: Vec<Secret>,
     pub cors_allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
-    pub request_body_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
     pub max_concurrent_streams: Option<usize>,
     pub rate_limit_per_minute: Option<u32>,
     pub shutdown_grace: Duration,
@@ -266,7 +272,8 @@ impl Config {
                 .collect(),
             cors_allowed_origins: source.list("CORS_ALLOWED_ORIGINS"),
             max_body_bytes: source.positive("MAX_BODY_BYTES")?,
-            request_body_timeout: source.positive_secs("REQUEST_BODY_TIMEOUT_SECS")?,
+            request_timeout: source.positive_secs("REQUEST_TIMEOUT_SECS")?,
+            max_connections: source.positive("MAX_CONNECTIONS")?,
             max_concurrent_streams: nonzero_count(
                 source.parsed("MAX_CONCURRENT_STREAMS", "a whole number")?,
             ),

@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`access`]: client keys and rate limits.
 //! - [`config`]: typed settings from flags, the environment and `.env`.
+//! - [`server`]: the accept loop, its limits and graceful shutdown.
 //! - [`routes`]: the HTTP surface and the state it shares.
 //! - [`request`]: a client's chat request, validated, and the upstream body.
 //! - [`upstream`]: the only module that speaks HTTP to the LLM API and parses its SSE.
@@ -34,6 +35,7 @@ pub mod openai;
 pub mod relay;
 pub mod request;
 pub mod routes;
+pub mod server;
 pub mod streams;
 pub mod telemetry;
 pub mod translate;
@@ -44,7 +46,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -101,19 +102,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let streams = state.streams.clone();
     let grace = state.config.shutdown_grace;
-    // A small SSE write must not wait for the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    // The peer address is what rate limits count when auth is off.
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
+    let limits = server::Limits {
+        max_connections: state.config.max_connections,
+        header_timeout: state.config.request_timeout,
+    };
+    server::run(listener, app(state), limits, shutdown, move || {
         tracing::info!(
             grace_secs = grace.as_secs_f64(),
             "shutting down: no new connections"

@@ -353,7 +353,7 @@ impl FromRequest<AppState> for JsonBody {
             )));
         }
         // A client trickling its body must not hold a connection forever.
-        let limit = state.config.request_body_timeout;
+        let limit = state.config.request_timeout;
         match tokio::time::timeout(limit, Bytes::from_request(request, state)).await {
             Ok(Ok(body)) => Ok(Self(body)),
             Ok(Err(rejection)) => Err(body_error(&rejection, state.config.max_body_bytes)),

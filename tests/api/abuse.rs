@@ -181,7 +181,7 @@ async fn oversized_headers_are_refused_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn a_body_that_trickles_in_gets_408() {
-    let app = spawn_app_with(&[("REQUEST_BODY_TIMEOUT_SECS", "0.5")]).await;
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_SECS", "0.5")]).await;
 
     let mut stream = raw_connection(
         &app,
@@ -192,6 +192,51 @@ async fn a_body_that_trickles_in_gets_408() {
 
     assert!(status.starts_with("HTTP/1.1 408"), "{status:?}");
     assert_eq!(app.upstream.requests().len(), 0);
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn headers_that_trickle_in_get_the_connection_closed() {
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_SECS", "0.5")]).await;
+
+    let mut stream = raw_connection(&app, "GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ").await;
+    let mut buffer = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await;
+
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "the server should close a connection whose headers never finish"
+    );
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_get_503_and_are_closed() {
+    let app = spawn_app_with(&[("MAX_CONNECTIONS", "8")]).await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(
+            TcpStream::connect(app.addr)
+                .await
+                .unwrap_or_else(|error| panic!("{error}")),
+        );
+    }
+
+    let mut extra = TcpStream::connect(app.addr)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let mut answer = String::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), extra.read_to_string(&mut answer)).await;
+
+    assert!(
+        read.is_ok(),
+        "the refused connection is answered and closed"
+    );
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains(r#""code":"overloaded""#), "{answer:?}");
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_still_serving(&app).await;
 }
 
