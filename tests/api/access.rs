@@ -206,3 +206,20 @@ async fn over_max_concurrent_streams_is_503_until_one_finishes() {
     let third = app.chat(&json!({"prompt": "third"})).await;
     assert_eq!(third.status, 200);
 }
+
+#[tokio::test]
+async fn without_keys_the_rate_limit_counts_per_client_address() {
+    let app = spawn_app_with(&[("RATE_LIMIT_PER_MINUTE", "1")]).await;
+
+    let first = post_as(&app, None, "/api/chat").await;
+    let second = post_as(&app, None, "/api/chat").await;
+
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "health checks are never limited"
+    );
+}
