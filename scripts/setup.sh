@@ -26,6 +26,19 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
+# --- Redis, for the replica tests (tests/api/cluster.rs) ---
+# The tests start their own redis-server on a free loopback port.
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update && apt-get install -y redis-server
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo apt-get update && sudo apt-get install -y redis-server
+    else
+        echo "setup.sh: redis-server is missing and this is not root; install the 'redis-server' package" >&2
+        exit 1
+    fi
+fi
+
 # --- Real OpenAI clients, for the SDK tests (tests/api/sdk.rs) ---
 # The Python SDK in a virtual environment, the Node SDK and the AI SDK from
 # the lock file; each is (re)installed only when missing or out of date.

@@ -15,6 +15,7 @@
 //! - [`request`]: a client's chat request, validated, and the upstream body.
 //! - [`upstream`]: the only module that speaks HTTP to the LLM API and parses its SSE.
 //! - [`translate`]: pure mapping from upstream chunks to our events.
+//! - [`cluster`]: event logs, stops and liveness shared through Redis.
 //! - [`streams`]: generations, their event logs, followers, grace and TTL.
 //! - [`relay`]: our events framed as the SSE response.
 //! - [`openai`]: the OpenAI-compatible face, `/v1`, for existing SDKs.
@@ -27,6 +28,7 @@
 
 pub mod access;
 pub mod assets;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -52,6 +54,7 @@ pub use config::Config;
 pub use routes::AppState;
 
 use crate::access::Access;
+use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::streams::Streams;
 use crate::upstream::Upstream;
@@ -73,12 +76,29 @@ impl AppState {
         };
         let upstream = Upstream::new(&config, &base_url).map_err(std::io::Error::other)?;
         let metrics = Arc::new(Metrics::default());
-        Ok(Self {
-            streams: Streams::new(
-                config.resume,
-                config.max_concurrent_streams,
-                Arc::clone(&metrics),
+        let cluster = match &config.redis_url {
+            Some(url) => Some(
+                Cluster::connect(url.expose(), config.resume.ttl)
+                    .await
+                    .map_err(std::io::Error::other)?,
             ),
+            None => None,
+        };
+        let streams = Streams::new(
+            config.resume,
+            config.max_concurrent_streams,
+            Arc::clone(&metrics),
+            cluster.clone(),
+        );
+        if let Some(cluster) = &cluster {
+            cluster
+                .listen_for_stops(streams.clone())
+                .await
+                .map_err(std::io::Error::other)?;
+            tracing::info!("event logs are shared through Redis");
+        }
+        Ok(Self {
+            streams,
             metrics,
             access: Access::new(&config),
             upstream,

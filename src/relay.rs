@@ -13,7 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt, stream};
 
-use crate::streams::{Entry, Follower, StreamId};
+use crate::streams::{Entry, StreamId};
 use crate::wire::{ErrorCode, StreamEvent};
 
 /// How long a browser `EventSource` waits before reconnecting (and resuming).
@@ -22,7 +22,11 @@ const RECONNECT_AFTER: Duration = Duration::from_millis(1000);
 pub const STREAM_ID_HEADER: HeaderName = HeaderName::from_static("x-stream-id");
 
 /// The streaming response for one follower of generation `id`.
-pub fn response(id: StreamId, follower: Follower, keepalive: Duration) -> Response {
+pub fn response(
+    id: StreamId,
+    follower: impl Stream<Item = Entry> + Send + 'static,
+    keepalive: Duration,
+) -> Response {
     let prefix = id.to_string();
     let retry = stream::once(async { Event::default().retry(RECONNECT_AFTER) });
     sse(

@@ -103,7 +103,7 @@ async fn chat(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, Error> {
-    if let Some(response) = resume_if_known(&state, caller, last_event_id(&headers, None)) {
+    if let Some(response) = resume_if_known(&state, caller, last_event_id(&headers, None)).await? {
         return Ok(response);
     }
     let JsonBody(body) = JsonBody::from_request(request, &state).await?;
@@ -126,7 +126,7 @@ async fn chat_from_query(
     Query(query): Query<ChatQuery>,
 ) -> Result<Response, Error> {
     let resume_from = last_event_id(&headers, query.last_event_id.as_deref());
-    if let Some(response) = resume_if_known(&state, caller, resume_from) {
+    if let Some(response) = resume_if_known(&state, caller, resume_from).await? {
         return Ok(response);
     }
     start(
@@ -160,18 +160,9 @@ async fn events(
         }
         None => 0,
     };
-    if from > 0 {
-        state.metrics.resume();
-    }
-    let generation = state
-        .streams
-        .find(id, caller)
-        .ok_or_else(|| unknown_stream(&stream_id))?;
-    Ok(relay::response(
-        id,
-        generation.follow(from),
-        state.config.keepalive,
-    ))
+    attach(&state, caller, id, from)
+        .await?
+        .ok_or_else(|| unknown_stream(&stream_id))
 }
 
 /// `DELETE /api/chat/{stream_id}`: the Stop button.
@@ -181,12 +172,15 @@ async fn stop(
     Path(stream_id): Path<String>,
 ) -> Result<StatusCode, Error> {
     let id = parse_stream_id(&stream_id)?;
-    let generation = state
-        .streams
-        .find(id, caller)
-        .ok_or_else(|| unknown_stream(&stream_id))?;
-    generation.stop();
-    Ok(StatusCode::NO_CONTENT)
+    if let Some(generation) = state.streams.find(id, caller) {
+        generation.stop();
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    // Running on another replica: ask it, through the shared store.
+    match state.streams.cluster() {
+        Some(cluster) if cluster.stop(id, caller).await? => Ok(StatusCode::NO_CONTENT),
+        _ => Err(unknown_stream(&stream_id)),
+    }
 }
 
 /// What the demo page needs to know about this server.
@@ -287,19 +281,43 @@ pub(crate) async fn open(
     ticket.start(&model, upstream)
 }
 
-fn resume_if_known(
+/// The response that continues the stream `Last-Event-ID` names, if any
+/// replica still knows it for `caller`.
+async fn resume_if_known(
     state: &AppState,
     caller: Caller,
     last_event_id: Option<(StreamId, u64)>,
-) -> Option<Response> {
-    let (id, seq) = last_event_id?;
-    let generation = state.streams.find(id, caller)?;
-    state.metrics.resume();
-    Some(relay::response(
-        id,
-        generation.follow(seq + 1),
-        state.config.keepalive,
-    ))
+) -> Result<Option<Response>, Error> {
+    match last_event_id {
+        Some((id, seq)) => attach(state, caller, id, seq + 1).await,
+        None => Ok(None),
+    }
+}
+
+/// A follower of generation `id` from sequence number `from`: here when
+/// this process runs it, else through the shared store; `None` when no
+/// replica knows it for `caller`.
+async fn attach(
+    state: &AppState,
+    caller: Caller,
+    id: StreamId,
+    from: u64,
+) -> Result<Option<Response>, Error> {
+    let keepalive = state.config.keepalive;
+    let response = match state.streams.find(id, caller) {
+        Some(generation) => Some(relay::response(id, generation.follow(from), keepalive)),
+        None => match state.streams.cluster() {
+            Some(cluster) => cluster
+                .follow(id, caller, from)
+                .await?
+                .map(|remote| relay::response(id, remote, keepalive)),
+            None => None,
+        },
+    };
+    if response.is_some() && from > 0 {
+        state.metrics.resume();
+    }
+    Ok(response)
 }
 
 /// `Last-Event-ID: <stream_id>:<seq>` from the header, else from the query.

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Caller;
+use crate::cluster::Cluster;
 use crate::config::ResumeConfig;
 use crate::error::Error;
 use crate::metrics::{Cancellation, Metrics};
@@ -82,10 +83,17 @@ struct Registry {
     /// Fired when the shutdown grace is over: running generations end now.
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
+    /// Set with `REDIS_URL`: every log is mirrored for the other replicas.
+    cluster: Option<Cluster>,
 }
 
 impl Streams {
-    pub fn new(config: ResumeConfig, max_running: Option<usize>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: ResumeConfig,
+        max_running: Option<usize>,
+        metrics: Arc<Metrics>,
+        cluster: Option<Cluster>,
+    ) -> Self {
         Self {
             registry: Arc::new(Registry {
                 generations: Mutex::default(),
@@ -95,6 +103,7 @@ impl Streams {
                 total_bytes: AtomicUsize::new(0),
                 shutdown: CancellationToken::new(),
                 metrics,
+                cluster,
             }),
         }
     }
@@ -126,6 +135,17 @@ impl Streams {
             .get(&id)
             .filter(|generation| generation.owner == caller)
             .cloned()
+    }
+
+    /// A generation of this process, whoever owns it: for stop requests
+    /// that other replicas relay after checking the owner themselves.
+    pub fn local(&self, id: StreamId) -> Option<Arc<Generation>> {
+        lock(&self.registry.generations).get(&id).cloned()
+    }
+
+    /// The shared store, when replicas share one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.registry.cluster.as_ref()
     }
 
     /// Generations whose upstream request is still open.
@@ -176,6 +196,9 @@ impl Ticket {
         });
         lock(&registry.generations).insert(id, Arc::clone(&generation));
         let follower = generation.follow(0);
+        if let Some(cluster) = &registry.cluster {
+            cluster.mirror(Arc::clone(&generation), owner);
+        }
         tokio::spawn(Arc::clone(&generation).run(upstream));
         Ok((id, follower))
     }
@@ -224,6 +247,8 @@ struct Log {
     first_token: Option<(u64, Instant)>,
     /// Whether a follower has already reported how long that event took to leave.
     first_token_relayed: bool,
+    /// Until when a client on another replica counts as listening.
+    remote_lease: Option<Instant>,
     /// Position of every attached follower, by follower number.
     positions: HashMap<u64, u64>,
     next_follower: u64,
@@ -235,22 +260,42 @@ impl Generation {
         self.id
     }
 
-    /// A new reader of the log from sequence number `from`.
+    /// A new client reading the log from sequence number `from`; while it
+    /// is attached the generation counts as listened to.
     pub fn follow(self: &Arc<Self>, from: u64) -> Follower {
+        self.reader(from, true)
+    }
+
+    /// A reader that does not count as a listener (the Redis mirror).
+    pub fn watch(self: &Arc<Self>, from: u64) -> Follower {
+        self.reader(from, false)
+    }
+
+    fn reader(self: &Arc<Self>, from: u64, listening: bool) -> Follower {
         let number = {
             let mut log = lock(&self.log);
             let number = log.next_follower;
             log.next_follower += 1;
-            log.positions.insert(number, from);
+            if listening {
+                log.positions.insert(number, from);
+            }
             number
         };
-        self.listeners_changed.notify_waiters();
+        if listening {
+            self.listeners_changed.notify_waiters();
+        }
         Follower {
             generation: Arc::clone(self),
             number,
             next: from,
             state: Reading::Log,
         }
+    }
+
+    /// A client on another replica is following this generation until `until`.
+    pub fn listened_elsewhere(&self, until: Instant) {
+        lock(&self.log).remote_lease = Some(until);
+        self.listeners_changed.notify_waiters();
     }
 
     /// `DELETE`: followers get `finish` with `cancelled`.
@@ -343,18 +388,37 @@ impl Generation {
             let changed = self.listeners_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if !lock(&self.log).positions.is_empty() {
-                changed.await;
-                continue;
+            match self.listening() {
+                Listening::Here => {
+                    changed.await;
+                    continue;
+                }
+                Listening::Elsewhere(until) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        () = changed => {}
+                    }
+                    continue;
+                }
+                Listening::Nobody => {}
             }
             tokio::select! {
                 () = tokio::time::sleep(grace) => {
-                    if lock(&self.log).positions.is_empty() {
+                    if matches!(self.listening(), Listening::Nobody) {
                         return;
                     }
                 }
                 () = changed => {}
             }
+        }
+    }
+
+    fn listening(&self) -> Listening {
+        let log = lock(&self.log);
+        match log.remote_lease {
+            _ if !log.positions.is_empty() => Listening::Here,
+            Some(until) if until > Instant::now() => Listening::Elsewhere(until),
+            _ => Listening::Nobody,
         }
     }
 
@@ -465,6 +529,14 @@ impl Generation {
             .total_bytes
             .fetch_sub(bytes, Ordering::Relaxed);
     }
+}
+
+/// Who is following a generation.
+enum Listening {
+    Here,
+    /// Only a client on another replica, whose lease runs until then.
+    Elsewhere(Instant),
+    Nobody,
 }
 
 /// What a follower reads.

@@ -4,11 +4,11 @@
 //! the code that produces them: `translate` builds them from upstream chunks,
 //! `relay` frames them as SSE, and `/v1` re-encodes them as OpenAI chunks.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// One event of a generation, in the order the client sees them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// First event of every stream.
@@ -16,7 +16,7 @@ pub enum StreamEvent {
     /// Assistant text; `refusal` marks text from `delta.refusal`.
     Token {
         token: String,
-        #[serde(skip_serializing_if = "is_false")]
+        #[serde(default, skip_serializing_if = "is_false")]
         refusal: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         choice: Option<u32>,
@@ -43,6 +43,7 @@ pub enum StreamEvent {
     /// verbatim so vendor fields (cost, cached tokens...) survive.
     Finish {
         finish_reason: FinishReason,
+        #[serde(deserialize_with = "raw_usage")]
         usage: Option<Box<RawValue>>,
     },
     /// The generation failed after the stream began.
@@ -95,7 +96,7 @@ impl StreamEvent {
 
 /// Why a generation stopped. Upstream spellings of the same idea
 /// (`end_turn`, `max_tokens`, `function_call`...) are folded into these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     Stop,
@@ -118,7 +119,7 @@ impl FinishReason {
 }
 
 /// Codes of the in-stream `error` event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     UpstreamError,
@@ -145,6 +146,42 @@ impl ErrorCode {
     }
 }
 
+/// Reads `usage` back (from a log shared between replicas). An internally
+/// tagged enum hands its fields over pre-parsed, which a `RawValue` cannot
+/// borrow from, so the value takes one detour through `Value`; this runs once
+/// per stream, never per token.
+fn raw_usage<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    value
+        .map(|value| serde_json::value::to_raw_value(&value).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_read_back_as_they_were_written() {
+        let events = [
+            r#"{"type":"start","stream_id":"ab","model":"m"}"#,
+            r#"{"type":"token","token":"hi","refusal":true,"choice":2}"#,
+            r#"{"type":"reasoning","token":"hm"}"#,
+            r#"{"type":"tool_call","index":1,"id":"c","name":"f","arguments":"{}"}"#,
+            r#"{"type":"finish","finish_reason":"length","usage":{"prompt_tokens":3,"cost":0.5}}"#,
+            r#"{"type":"finish","finish_reason":"cancelled","usage":null}"#,
+            r#"{"type":"error","code":"upstream_timeout","message":"slow"}"#,
+        ];
+        for json in events {
+            let event: StreamEvent =
+                serde_json::from_str(json).unwrap_or_else(|error| panic!("{json}: {error}"));
+            assert_eq!(serde_json::to_string(&event).ok().as_deref(), Some(json));
+        }
+    }
 }

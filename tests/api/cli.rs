@@ -13,7 +13,7 @@ use tokenrelay::config::SETTINGS;
 
 use crate::helpers::{Transcript, http_client};
 
-fn binary() -> Command {
+pub(crate) fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tokenrelay"));
     for setting in SETTINGS {
         command.env_remove(setting.name);
@@ -23,7 +23,7 @@ fn binary() -> Command {
 }
 
 /// A fresh directory, so that no `.env` from elsewhere is picked up.
-fn scratch_dir(name: &str) -> PathBuf {
+pub(crate) fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tokenrelay-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{error}"));
@@ -43,13 +43,13 @@ fn output(command: &mut Command) -> (bool, String) {
 }
 
 /// A running server and the lines it has logged so far.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Server {
-    fn start(command: &mut Command) -> Self {
+    pub(crate) fn start(command: &mut Command) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -76,7 +76,7 @@ impl Server {
     }
 
     /// Waits for a logged line containing `needle`.
-    fn wait_for(&self, needle: &str) -> String {
+    pub(crate) fn wait_for(&self, needle: &str) -> String {
         loop {
             match self.lines.recv_timeout(Duration::from_secs(10)) {
                 Ok(line) if line.contains(needle) => return line,
@@ -86,7 +86,22 @@ impl Server {
         }
     }
 
-    fn terminate(&mut self) -> bool {
+    /// The address from the "listening" log line (text format).
+    pub(crate) fn addr(&self) -> String {
+        let line = self.wait_for("listening");
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix("addr="))
+            .unwrap_or_else(|| panic!("no addr in {line:?}"))
+            .to_owned()
+    }
+
+    /// Kills the process outright, as a crash would.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub(crate) fn terminate(&mut self) -> bool {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(
@@ -105,8 +120,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -173,12 +187,7 @@ async fn the_binary_announces_the_demo_model_serves_it_and_stops_on_sigterm() {
     let mut server = Server::start(binary().current_dir(&dir).env("LISTEN_ADDR", "127.0.0.1:0"));
 
     server.wait_for("demo model");
-    let line = server.wait_for("listening");
-    let addr = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("addr="))
-        .unwrap_or_else(|| panic!("no addr in {line:?}"))
-        .to_owned();
+    let addr = server.addr();
     let response = http_client()
         .post(format!("http://{addr}/api/chat"))
         .header("content-type", "application/json")

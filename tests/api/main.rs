@@ -9,6 +9,7 @@ mod access;
 mod browser;
 mod chat;
 mod cli;
+mod cluster;
 mod corpus;
 mod demo;
 mod failures;
