@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::fake_upstream::Reply;
-use crate::helpers::{TestApp, Transcript, json_body, spawn_app_with};
+use crate::helpers::{TestApp, Transcript, json_body, spawn_app_with, stream_id_of};
 
 async fn post_as(app: &TestApp, key: Option<&str>, path: &str) -> reqwest::Response {
     let mut request = app
@@ -83,12 +83,7 @@ async fn a_stream_can_be_resumed_or_stopped_only_with_the_key_that_created_it() 
     app.upstream
         .push(Reply::tokens(&["mine"]).pace(Duration::from_millis(200)));
     let created = post_as(&app, Some("owner"), "/api/chat").await;
-    let stream_id = created
-        .headers()
-        .get("x-stream-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let stream_id = stream_id_of(&created);
     let events = format!("/api/chat/{stream_id}/events");
     let stop = format!("/api/chat/{stream_id}");
 

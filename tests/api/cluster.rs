@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::cli::{Server, binary, scratch_dir};
 use crate::fake_upstream::{FakeUpstream, Reply};
-use crate::helpers::{Transcript, http_client, parse_frames};
+use crate::helpers::{Transcript, http_client, parse_frames, stream_id_of};
 
 /// A `redis-server` of our own on a free loopback port.
 struct Redis {
@@ -107,15 +107,6 @@ async fn start_chat(base: &str) -> reqwest::Response {
     response
 }
 
-fn stream_id(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("x-stream-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// Reads until `tokens` token events arrived; returns the whole frames seen.
 async fn read_tokens(response: &mut reqwest::Response, tokens: usize) -> String {
     let mut text = String::new();
@@ -152,7 +143,7 @@ async fn a_stream_started_on_one_replica_resumes_on_another() {
     let (_b, on_b) = replica("replica-b1", &redis, &upstream);
 
     let mut first = start_chat(&on_a).await;
-    let id = stream_id(&first);
+    let id = stream_id_of(&first);
     let seen = read_tokens(&mut first, 5).await;
     drop(first);
     let frames = parse_frames(&seen);
@@ -202,7 +193,7 @@ async fn delete_on_one_replica_stops_the_upstream_of_another() {
     let (_a, on_a) = replica("replica-a2", &redis, &upstream);
     let (_b, on_b) = replica("replica-b2", &redis, &upstream);
     let mut running = start_chat(&on_a).await;
-    let id = stream_id(&running);
+    let id = stream_id_of(&running);
     read_tokens(&mut running, 2).await;
 
     let stopped = http_client()
@@ -238,7 +229,7 @@ async fn followers_elsewhere_get_an_error_when_the_running_replica_dies() {
     let (mut a, on_a) = replica("replica-a3", &redis, &upstream);
     let (_b, on_b) = replica("replica-b3", &redis, &upstream);
     let mut running = start_chat(&on_a).await;
-    let id = stream_id(&running);
+    let id = stream_id_of(&running);
     read_tokens(&mut running, 2).await;
     let follower = tokio::spawn({
         let on_b = on_b.clone();

@@ -159,6 +159,16 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The `X-Stream-Id` of a streaming response.
+pub fn stream_id_of(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-stream-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Reads a JSON body, failing the test with the text when it is not JSON.
 pub async fn json_body(response: reqwest::Response) -> Value {
     let text = response.text().await.unwrap_or_default();

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::fake_upstream::Reply;
-use crate::helpers::{Transcript, json_body, parse_frames, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Transcript, json_body, parse_frames, spawn_app, spawn_app_with, stream_id_of,
+};
 
 /// A long, slowly paced answer that is still running when the test acts.
 fn long_answer() -> Reply {
@@ -91,12 +93,7 @@ async fn delete_stops_the_generation_and_followers_see_cancelled() {
     let app = spawn_app().await;
     app.upstream.push(long_answer());
     let response = app.post_chat_and_wait(&json!({"prompt": "long"})).await;
-    let stream_id = response
-        .headers()
-        .get("x-stream-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let stream_id = stream_id_of(&response);
     let (seen, mut response) = read_until_first_token(response).await;
 
     let stopped = app.delete(&format!("/api/chat/{stream_id}")).await;

@@ -15,7 +15,9 @@ use crate::corpus::{
 };
 use crate::failures::{assert_refused, content_chunk};
 use crate::fake_upstream::{Chunking, Reply};
-use crate::helpers::{TestApp, Transcript, json_body, spawn_app, spawn_app_with, spawn_demo_app};
+use crate::helpers::{
+    TestApp, Transcript, json_body, spawn_app, spawn_app_with, spawn_demo_app, stream_id_of,
+};
 
 // ---- the corpus, streamed and not ----------------------------------------
 
@@ -416,12 +418,7 @@ async fn a_stream_stopped_with_delete_finishes_with_stop() {
     let app = spawn_app().await;
     app.upstream.push(long_answer());
     let response = post_v1(&app, &request(json!({"stream": true}))).await;
-    let stream_id = response
-        .headers()
-        .get("x-stream-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let stream_id = stream_id_of(&response);
     let (seen, response) = read_until(response, r#""content":"t0 ""#).await;
 
     // Act

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::fake_upstream::Reply;
-use crate::helpers::{TestApp, Transcript, json_body, parse_frames, spawn_app_with};
+use crate::helpers::{TestApp, Transcript, json_body, parse_frames, spawn_app_with, stream_id_of};
 
 fn numbered_answer(count: usize, gap: Duration) -> (Reply, String) {
     let tokens: Vec<String> = (0..count).map(|n| format!("w{n} ")).collect();
@@ -20,12 +20,7 @@ fn numbered_answer(count: usize, gap: Duration) -> (Reply, String) {
 /// connection. Returns the stream id, the frames seen and the last event id.
 async fn start_and_drop_after(app: &TestApp, tokens: usize) -> (String, Vec<Value>, String) {
     let mut response = app.post_chat_and_wait(&json!({"prompt": "count"})).await;
-    let stream_id = response
-        .headers()
-        .get("x-stream-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let stream_id = stream_id_of(&response);
     let mut text = String::new();
     while text.matches(r#""type":"token""#).count() < tokens {
         match tokio::time::timeout(Duration::from_secs(5), response.chunk()).await {
@@ -165,12 +160,7 @@ async fn several_followers_each_get_every_event_once_in_order() {
     let (reply, text) = numbered_answer(25, Duration::from_millis(10));
     app.upstream.push(reply);
     let first = app.post_chat_and_wait(&json!({"prompt": "count"})).await;
-    let stream_id = first
-        .headers()
-        .get("x-stream-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let stream_id = stream_id_of(&first);
 
     let (first, second, third) = tokio::join!(
         Transcript::read(first),
