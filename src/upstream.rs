@@ -158,13 +158,20 @@ impl Upstream {
         let response = self.send(request).await?;
         let status = response.status();
         if status.is_success() {
-            return match content_type(response.headers()) {
-                Some(kind) if kind.eq_ignore_ascii_case("text/event-stream") => Ok(response),
-                other => Err(Refusal::Final(Error::BadGateway(format!(
-                    "the upstream answered with content type `{}` instead of an event stream",
-                    other.unwrap_or("none")
-                )))),
-            };
+            let kind = content_type(response.headers()).map(str::to_owned);
+            if kind
+                .as_deref()
+                .is_some_and(|kind| kind.eq_ignore_ascii_case("text/event-stream"))
+            {
+                return Ok(response);
+            }
+            // Some upstreams answer 200 with a JSON error instead of a stream;
+            // what the body says is the most useful part of the refusal.
+            return Err(Refusal::Final(Error::BadGateway(format!(
+                "the upstream answered with content type `{}` instead of an event stream: {}",
+                kind.as_deref().unwrap_or("none"),
+                error_message(response).await
+            ))));
         }
         let retry_after = retry_after(response.headers());
         let error = Error::Upstream {

@@ -94,6 +94,7 @@ async fn a_200_that_is_not_an_event_stream_is_a_502_naming_the_content_type() {
             "text/html",
             Reply::sse("<html><body>Bad gateway</body></html>")
                 .content_type("text/html; charset=utf-8"),
+            "Bad gateway",
         ),
         (
             "application/json",
@@ -101,9 +102,15 @@ async fn a_200_that_is_not_an_event_stream_is_a_502_naming_the_content_type() {
                 200,
                 json!({"id": "chatcmpl-1", "object": "chat.completion", "choices": []}),
             ),
+            "chat.completion",
+        ),
+        (
+            "application/json",
+            Reply::status(200, json!({"error": {"message": "monthly quota used up"}})),
+            "monthly quota used up",
         ),
     ];
-    for (content_type, reply) in cases {
+    for (content_type, reply, complaint) in cases {
         // Arrange
         app.upstream.push(reply);
 
@@ -119,6 +126,13 @@ async fn a_200_that_is_not_an_event_stream_is_a_502_naming_the_content_type() {
                 .unwrap_or_default()
                 .contains(content_type),
             "{context}: the message should name the content type, got {error}"
+        );
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(complaint),
+            "{context}: the message should carry the upstream's complaint, got {error}"
         );
         assert_still_serves(&app, &context).await;
     }
