@@ -1,0 +1,713 @@
+//! What tokenrelay adds to a token stream, measured: the same load run
+//! straight against a fake upstream and through the real release binary,
+//! side by side, with the proxy alone on one core.
+//!
+//! ```sh
+//! cargo bench --bench relay                  # every scenario, ~2 minutes
+//! cargo bench --bench relay -- burst --quick # one scenario, smaller
+//! ```
+//!
+//! Everything it needs is here — the fake upstream (`upstream`), the load
+//! generator (`client`), the child process and its `/proc` figures (`proxy`),
+//! and the table, JSON and SVG (`report`) — so the numbers in the README can
+//! be reproduced with no outside tool. `TOKENRELAY_BIN` measures another
+//! build (an older one, for a before/after); `TOKENRELAY_WRAPPER` runs it
+//! under a profiler (`valgrind --tool=callgrind`).
+
+mod client;
+mod proxy;
+mod report;
+mod upstream;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use client::{Expect, Outcome, Request, Via};
+use proxy::{Launch, Proxy};
+use report::{Row, Targets};
+use upstream::{Script, Scripts};
+
+const SCENARIOS: [&str; 5] = ["single", "burst", "paced", "hold", "parser"];
+
+/// The core the proxy gets to itself; the load generator and the fake
+/// upstream share the other.
+const PROXY_CORE: usize = 1;
+const BENCH_CORE: usize = 0;
+
+fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            say(USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            say(&format!("relay bench: {error}\n\n{USAGE}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            say(&format!("relay bench: no runtime: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options)) {
+        // Missed targets are a result to read, not an error; a lost,
+        // cut-short or reordered token is.
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(failures) => {
+            say(&format!("relay bench: {failures} streams failed"));
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            say(&format!("relay bench: {error}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str =
+    "usage: cargo bench --bench relay -- [--quick|--long] [single|burst|paced|hold|parser]...
+
+Runs each named scenario (all by default) directly against a fake upstream
+and through tokenrelay, prints a table, and writes target/bench/results.json
+and target/bench/chart.svg; a full run of every scenario also updates
+docs/benchmark.svg. --quick runs a smaller load for a smoke test; --long
+ten times the streams, to attach a profiler to tokenrelay while it runs.
+
+TOKENRELAY_BIN=path      measure this binary instead of this build's
+TOKENRELAY_WRAPPER=cmd   run tokenrelay under cmd (e.g. valgrind --tool=callgrind)";
+
+/// Progress and errors go to stderr, so stdout is only the table.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+#[derive(Debug)]
+struct Options {
+    quick: bool,
+    /// Ten times the streams: long enough to attach a profiler.
+    long: bool,
+    scenarios: Vec<&'static str>,
+}
+
+impl Options {
+    fn parse(args: impl Iterator<Item = String>) -> Result<Option<Self>, String> {
+        let mut quick = false;
+        let mut long = false;
+        let mut scenarios = Vec::new();
+        for arg in args {
+            match arg.as_str() {
+                // `cargo bench` passes `--bench` to every bench binary.
+                "--bench" => {}
+                "--quick" => quick = true,
+                "--long" => long = true,
+                "-h" | "--help" => return Ok(None),
+                name => match SCENARIOS.iter().find(|known| **known == name) {
+                    Some(known) => scenarios.push(*known),
+                    None => return Err(format!("unknown argument `{name}`")),
+                },
+            }
+        }
+        if scenarios.is_empty() {
+            scenarios = SCENARIOS.to_vec();
+        }
+        Ok(Some(Self {
+            quick,
+            long,
+            scenarios,
+        }))
+    }
+}
+
+/// What every scenario needs.
+struct Bench {
+    quick: bool,
+    long: bool,
+    upstream: SocketAddr,
+    scripts: Scripts,
+    launch: Launch,
+}
+
+impl Bench {
+    /// Streams per slot: `quick` in a smoke run, `full` normally, ten
+    /// times that in a long one.
+    fn scaled(&self, quick: usize, full: usize) -> usize {
+        if self.quick {
+            quick
+        } else if self.long {
+            full * 10
+        } else {
+            full
+        }
+    }
+}
+
+/// Runs the scenarios and writes the reports; returns how many streams failed.
+async fn run(options: Options) -> Result<usize, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("bench");
+    std::fs::create_dir_all(&out)
+        .map_err(|error| format!("cannot create {}: {error}", out.display()))?;
+    let binary = match std::env::var_os("TOKENRELAY_BIN") {
+        Some(path) => proxy::check_binary(&PathBuf::from(path))?,
+        None => release_binary(&root)?,
+    };
+    let wrapper: Vec<String> = std::env::var("TOKENRELAY_WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    // Counted before pinning, which leaves this process one core to see.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let pinned = pin_self(cores);
+    let log = out.join("tokenrelay.log");
+    let _ = std::fs::remove_file(&log);
+    let stop = CancellationToken::new();
+    let scripts = Scripts::default();
+    let upstream = upstream::spawn(scripts.clone(), stop.clone())
+        .await
+        .map_err(|error| format!("cannot start the fake upstream: {error}"))?;
+    let bench = Bench {
+        quick: options.quick,
+        long: options.long,
+        upstream,
+        scripts,
+        launch: Launch {
+            binary: binary.clone(),
+            wrapper: wrapper.clone(),
+            core: pinned.then_some(PROXY_CORE),
+            log,
+            dir: out.clone(),
+        },
+    };
+    let environment = report::Environment::now(&binary, cores, pinned, options.quick, &wrapper);
+    say(&format!(
+        "relay bench: {} ({}), tokenrelay {}; load average {}",
+        if options.quick { "quick" } else { "full" },
+        if pinned {
+            format!("tokenrelay pinned to core {PROXY_CORE}, load on core {BENCH_CORE}")
+        } else {
+            "not pinned: taskset or a second core is missing".to_owned()
+        },
+        binary.display(),
+        environment.load_average,
+    ));
+    let mut rows = Vec::new();
+    for name in &options.scenarios {
+        say(&format!("==> {name}"));
+        match *name {
+            "single" => rows.push(single(&bench).await?),
+            "burst" => rows.push(burst(&bench).await?),
+            "paced" => rows.push(paced(&bench).await?),
+            "hold" => rows.push(hold(&bench).await?),
+            _ => rows.extend(parser(&bench).await?),
+        }
+    }
+    stop.cancel();
+    let report = report::Report { environment, rows };
+    let table = report.table();
+    let _ = write!(std::io::stdout(), "{table}");
+    let json = out.join("results.json");
+    let chart = out.join("chart.svg");
+    write_file(&json, &report.json())?;
+    let svg = report.svg();
+    write_file(&chart, &svg)?;
+    write_file(&out.join("results.md"), &report.markdown())?;
+    say(&format!("wrote {} and {}", json.display(), chart.display()));
+    // Only a full run of this build, as the README says, replaces its chart.
+    let standard = !options.quick
+        && !options.long
+        && wrapper.is_empty()
+        && std::env::var_os("TOKENRELAY_BIN").is_none();
+    if standard && options.scenarios.len() == SCENARIOS.len() {
+        let docs = root.join("docs");
+        std::fs::create_dir_all(&docs)
+            .map_err(|error| format!("cannot create {}: {error}", docs.display()))?;
+        write_file(&docs.join("benchmark.svg"), &svg)?;
+        say("updated docs/benchmark.svg");
+    }
+    Ok(report.failures())
+}
+
+/// The binary `cargo build --release` makes, which is what users run. Not
+/// `CARGO_BIN_EXE_tokenrelay`: a bench build unifies the dev-dependencies'
+/// features into it (tokio's `test-util` puts a mutex behind every clock
+/// read), so it is not the binary that ships.
+fn release_binary(root: &std::path::Path) -> Result<PathBuf, String> {
+    say("building the release binary: cargo build --release --bin tokenrelay");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "tokenrelay",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|error| format!("cannot run cargo: {error}"))?;
+    if !output.status.success() {
+        return Err("cargo build --release failed".to_owned());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let executable = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == "tokenrelay")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from));
+    match executable {
+        Some(path) => proxy::check_binary(&path),
+        None => Err("cargo build --release named no tokenrelay executable".to_owned()),
+    }
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|error| format!("cannot write {}: {error}", path.display()))
+}
+
+/// Moves this process to `BENCH_CORE`, so the proxy can have `PROXY_CORE`
+/// alone; false when that is not possible here.
+fn pin_self(cores: usize) -> bool {
+    if cores < 2 {
+        return false;
+    }
+    Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &BENCH_CORE.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// One load: `slots` clients, each running `per_slot` streams one after the
+/// other, the slots' starts spread over `stagger`.
+#[derive(Debug, Clone)]
+struct Load {
+    model: String,
+    expect: Expect,
+    slots: usize,
+    per_slot: usize,
+    stagger: Duration,
+    timeout: Duration,
+    /// Streams run, one per slot, before measuring (both sides alike).
+    warmup: usize,
+}
+
+/// The streams of one side of a scenario.
+#[derive(Debug, Default)]
+struct Side {
+    outcomes: Vec<Outcome>,
+    wall: Duration,
+}
+
+impl Side {
+    fn failures(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.failure.is_some()).count()
+    }
+
+    fn tokens(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|o| o.failure.is_none())
+            .map(|o| u64::from(o.tokens))
+            .sum()
+    }
+
+    fn ttft_ms(&self) -> Vec<f64> {
+        let mut ttft: Vec<f64> = self
+            .outcomes
+            .iter()
+            .filter(|o| o.failure.is_none())
+            .filter_map(|o| o.ttft)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        ttft.sort_by(f64::total_cmp);
+        ttft
+    }
+
+    fn tokens_per_second(&self) -> f64 {
+        self.tokens() as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn failure_examples(&self) -> Vec<String> {
+        let mut examples: Vec<String> = self
+            .outcomes
+            .iter()
+            .filter_map(|o| o.failure.clone())
+            .take(3)
+            .collect();
+        examples.dedup();
+        examples
+    }
+}
+
+/// What the proxy spent on the measured load.
+#[derive(Debug, Default)]
+struct Spent {
+    cpu: Option<Duration>,
+    /// Read and write system calls.
+    syscalls: Option<(u64, u64)>,
+    /// The load generator's own CPU time (fake upstream and clients) while
+    /// running the load directly: the cost of a bare writer and reader of
+    /// the same tokens, the floor the proxy is compared with.
+    direct_load_cpu: Option<Duration>,
+    /// Resident memory: after warm-up, and when the most streams were open.
+    baseline_kib: Option<u64>,
+    peak: Option<(usize, u64)>,
+}
+
+/// Runs `load` against `addr`, sampling the proxy's memory while it runs.
+async fn drive(addr: SocketAddr, via: Via, load: &Load, proxy: Option<&Proxy>) -> (Side, Spent) {
+    let request = Arc::new(Request::new(
+        addr,
+        via,
+        &load.model,
+        load.expect,
+        load.timeout,
+    ));
+    let open = Arc::new(AtomicUsize::new(0));
+    if load.warmup > 0 {
+        let warm = Load {
+            slots: load.warmup,
+            per_slot: 1,
+            stagger: Duration::ZERO,
+            ..load.clone()
+        };
+        streams(&request, &warm, &open).await;
+    }
+    let mut spent = Spent::default();
+    let own_before = proxy::Cpu::read(std::process::id());
+    let cpu_before = proxy.and_then(Proxy::cpu);
+    spent.baseline_kib = proxy.and_then(Proxy::rss_kib);
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = proxy.map(|proxy| {
+        let pid = proxy.pid();
+        let open = Arc::clone(&open);
+        let sampling = Arc::clone(&sampling);
+        tokio::spawn(async move { sample(pid, &open, &sampling).await })
+    });
+    let started = Instant::now();
+    let outcomes = streams(&request, load, &open).await;
+    let wall = started.elapsed();
+    if let (Some(before), Some(after)) = (own_before, proxy::Cpu::read(std::process::id())) {
+        spent.direct_load_cpu = proxy.is_none().then(|| before.until(&after));
+    }
+    sampling.store(false, Ordering::Relaxed);
+    if let Some(sampler) = sampler {
+        spent.peak = sampler.await.ok().flatten();
+    }
+    if let (Some(before), Some(after)) = (cpu_before, proxy.and_then(Proxy::cpu)) {
+        spent.cpu = Some(before.until(&after));
+        spent.syscalls = before.syscalls_until(&after);
+    }
+    (Side { outcomes, wall }, spent)
+}
+
+/// Every 100 ms, the open streams and the proxy's memory; returns the
+/// latest sample with the most streams open — the fullest state the run
+/// reached. Ends when `sampling` is cleared (or after 10 minutes).
+async fn sample(pid: u32, open: &AtomicUsize, sampling: &AtomicBool) -> Option<(usize, u64)> {
+    let mut best: Option<(usize, u64)> = None;
+    for _ in 0..6_000 {
+        if !sampling.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = open.load(Ordering::Relaxed);
+        if let Some(kib) = proxy::rss_of(pid) {
+            if best.is_none_or(|(most, _)| now >= most) && now > 0 {
+                best = Some((now, kib));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    best
+}
+
+/// Runs the slots of `load` and gathers every stream's outcome.
+async fn streams(request: &Arc<Request>, load: &Load, open: &Arc<AtomicUsize>) -> Vec<Outcome> {
+    let start = Instant::now();
+    let slots = load.slots.max(1);
+    let mut tasks = Vec::with_capacity(slots);
+    for slot in 0..slots {
+        let request = Arc::clone(request);
+        let open = Arc::clone(open);
+        let at = start + load.stagger.mul_f64(slot as f64 / slots as f64);
+        let per_slot = load.per_slot;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let mut outcomes = Vec::with_capacity(per_slot);
+            for _ in 0..per_slot {
+                outcomes.push(client::stream(&request, &open).await);
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = Vec::with_capacity(slots * load.per_slot);
+    for task in tasks {
+        match task.await {
+            Ok(mut done) => outcomes.append(&mut done),
+            Err(error) => outcomes.push(Outcome {
+                ttft: None,
+                tokens: 0,
+                elapsed: Duration::ZERO,
+                failure: Some(format!("client task failed: {error}")),
+            }),
+        }
+    }
+    outcomes
+}
+
+/// Both sides of one load: direct, then through a fresh tokenrelay (fresh,
+/// so each scenario's CPU and memory are its own).
+async fn compare(bench: &Bench, load: &Load) -> Result<(Side, Side, Spent), String> {
+    say("    direct");
+    let (direct, direct_spent) = drive(bench.upstream, Via::Direct, load, None).await;
+    say("    through tokenrelay");
+    let mut proxy = Proxy::start(&bench.launch, bench.upstream).await?;
+    let (relayed, mut spent) = drive(proxy.addr, Via::Proxy, load, Some(&proxy)).await;
+    spent.direct_load_cpu = direct_spent.direct_load_cpu;
+    proxy.stop();
+    Ok((direct, relayed, spent))
+}
+
+/// One stream at a time, direct and relayed by turns, so that whatever else
+/// the machine does weighs on both alike: the difference measured here is a
+/// tenth of a millisecond, less than the noise between two runs. The load
+/// generator's own cost comes from a direct pass first.
+async fn interleaved(bench: &Bench, load: &Load) -> Result<(Side, Side, Spent), String> {
+    say("    direct");
+    let (_, direct_spent) = drive(bench.upstream, Via::Direct, load, None).await;
+    say("    direct and through tokenrelay, by turns");
+    let mut proxy = Proxy::start(&bench.launch, bench.upstream).await?;
+    let request = |addr, via| Request::new(addr, via, &load.model, load.expect, load.timeout);
+    let direct_request = request(bench.upstream, Via::Direct);
+    let proxy_request = request(proxy.addr, Via::Proxy);
+    let open = Arc::new(AtomicUsize::new(0));
+    for _ in 0..load.warmup {
+        client::stream(&direct_request, &open).await;
+        client::stream(&proxy_request, &open).await;
+    }
+    let cpu_before = proxy.cpu();
+    let streams = load.slots.max(1) * load.per_slot;
+    let mut direct = Vec::with_capacity(streams);
+    let mut relayed = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        direct.push(client::stream(&direct_request, &open).await);
+        relayed.push(client::stream(&proxy_request, &open).await);
+    }
+    let mut spent = Spent {
+        direct_load_cpu: direct_spent.direct_load_cpu,
+        ..Spent::default()
+    };
+    if let (Some(before), Some(after)) = (cpu_before, proxy.cpu()) {
+        spent.cpu = Some(before.until(&after));
+        spent.syscalls = before.syscalls_until(&after);
+    }
+    proxy.stop();
+    // One at a time, a side's throughput is its tokens over its own streams' time.
+    let side = |outcomes: Vec<Outcome>| Side {
+        wall: outcomes.iter().map(|o| o.elapsed).sum(),
+        outcomes,
+    };
+    Ok((side(direct), side(relayed), spent))
+}
+
+fn tokens_load(bench: &Bench, name: &str, tokens: u32, gap: Duration) -> String {
+    let model = format!("bench-{name}");
+    bench
+        .scripts
+        .add(&model, Script::tokens(&model, tokens, gap));
+    model
+}
+
+async fn single(bench: &Bench) -> Result<Row, String> {
+    let load = Load {
+        model: tokens_load(bench, "single", 40, Duration::ZERO),
+        expect: Expect {
+            tokens: 40,
+            token_len: None,
+        },
+        slots: 1,
+        per_slot: bench.scaled(100, 1_000),
+        stagger: Duration::ZERO,
+        timeout: Duration::from_secs(10),
+        warmup: 20,
+    };
+    let (direct, proxy, spent) = interleaved(bench, &load).await?;
+    Ok(Row::new(
+        "single",
+        "one stream at a time, 40 tokens back to back",
+        &direct,
+        &proxy,
+        &spent,
+        false,
+        Targets {
+            added_p50_ms: Some(0.1),
+            added_p99_ms: Some(0.3),
+            ..Targets::default()
+        },
+    ))
+}
+
+async fn burst(bench: &Bench) -> Result<Row, String> {
+    let load = Load {
+        model: tokens_load(bench, "burst", 200, Duration::ZERO),
+        expect: Expect {
+            tokens: 200,
+            token_len: None,
+        },
+        slots: 20,
+        per_slot: bench.scaled(10, 100),
+        stagger: Duration::ZERO,
+        timeout: Duration::from_secs(30),
+        warmup: 20,
+    };
+    let (direct, proxy, spent) = compare(bench, &load).await?;
+    Ok(Row::new(
+        "burst",
+        "20 concurrent streams, 200 tokens back to back",
+        &direct,
+        &proxy,
+        &spent,
+        false,
+        Targets {
+            cpu_us: Some(2.0),
+            min_ratio: Some(0.95),
+            ..Targets::default()
+        },
+    ))
+}
+
+async fn paced(bench: &Bench) -> Result<Row, String> {
+    let gap = Duration::from_millis(10);
+    let load = Load {
+        model: tokens_load(bench, "paced", 40, gap),
+        expect: Expect {
+            tokens: 40,
+            token_len: None,
+        },
+        slots: 200,
+        per_slot: bench.scaled(1, 5),
+        // Starts spread over one stream's length: a steady 200 open, not a herd.
+        stagger: gap * 40,
+        timeout: Duration::from_secs(30),
+        warmup: 200,
+    };
+    let (direct, proxy, spent) = compare(bench, &load).await?;
+    Ok(Row::new(
+        "paced",
+        "200 concurrent streams, 40 tokens 10 ms apart",
+        &direct,
+        &proxy,
+        &spent,
+        false,
+        Targets {
+            added_p50_ms: Some(0.5),
+            added_p99_ms: Some(5.0),
+            cpu_us: Some(6.0),
+            ..Targets::default()
+        },
+    ))
+}
+
+async fn hold(bench: &Bench) -> Result<Row, String> {
+    let (streams, tokens, ramp) = if bench.quick {
+        (1_000, 30, Duration::from_secs(1))
+    } else {
+        (8_000, 150, Duration::from_secs(8))
+    };
+    let load = Load {
+        model: tokens_load(bench, "hold", tokens, Duration::from_millis(100)),
+        expect: Expect {
+            tokens,
+            token_len: None,
+        },
+        slots: streams,
+        per_slot: 1,
+        stagger: ramp,
+        timeout: Duration::from_secs(60),
+        warmup: 20,
+    };
+    let (direct, proxy, spent) = compare(bench, &load).await?;
+    Ok(Row::new(
+        "hold",
+        &format!("{streams} concurrent streams, a token every 100 ms"),
+        &direct,
+        &proxy,
+        &spent,
+        true,
+        Targets {
+            cpu_us: Some(8.0),
+            max_kib: Some(24.0),
+            ..Targets::default()
+        },
+    ))
+}
+
+/// The two parser loads: one 1 MiB line arriving in 16-byte pieces, and
+/// N then 2N small events in one stream, which must take about twice as long.
+async fn parser(bench: &Bench) -> Result<Vec<Row>, String> {
+    let line_model = "bench-line";
+    let line_len = 1 << 20;
+    bench
+        .scripts
+        .add(line_model, Script::long_line(line_model, line_len, 16));
+    let line = Load {
+        model: line_model.to_owned(),
+        expect: Expect {
+            tokens: 1,
+            token_len: Some(line_len),
+        },
+        slots: 1,
+        per_slot: bench.scaled(2, 5),
+        stagger: Duration::ZERO,
+        timeout: Duration::from_secs(60),
+        warmup: 1,
+    };
+    let (direct, proxy, spent) = compare(bench, &line).await?;
+    let line_row = Row::long_line(&direct, &proxy, &spent, 50.0);
+
+    let small: u32 = if bench.quick { 20_000 } else { 100_000 };
+    let mut sides = Vec::new();
+    for count in [small, small * 2] {
+        let load = Load {
+            model: tokens_load(bench, &format!("events-{count}"), count, Duration::ZERO),
+            expect: Expect {
+                tokens: count,
+                token_len: None,
+            },
+            slots: 1,
+            per_slot: bench.scaled(1, 3),
+            stagger: Duration::ZERO,
+            timeout: Duration::from_secs(120),
+            warmup: 0,
+        };
+        sides.push((count, compare(bench, &load).await?));
+    }
+    let events_row = Row::small_events(&sides);
+    Ok(vec![line_row, events_row])
+}
