@@ -27,11 +27,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use bytes::{BufMut, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -146,9 +146,9 @@ fn stream_response(
     mut chunks: Chunks,
     keepalive: Duration,
 ) -> Response {
-    relay::stream(id, follower, keepalive, b"", move |entry, out| {
-        chunks.encode(&entry, out)
-    })
+    let events =
+        follower.flat_map(move |entry| stream::iter(chunks.encode(&entry).into_iter().flatten()));
+    relay::sse(id, events, keepalive)
 }
 
 /// Re-encodes one follower's entries as `chat.completion.chunk`s.
@@ -168,35 +168,30 @@ struct Chunks {
 }
 
 impl Chunks {
-    /// Appends the SSE events for one entry to `out`: none, one, or (a
-    /// finish followed by the usage the client asked for) two. True if the
-    /// entry was model text.
-    fn encode(&mut self, entry: &Entry, out: &mut BytesMut) -> bool {
+    /// The SSE events for one entry: none, one, or (a finish followed by the
+    /// usage the client asked for) two.
+    fn encode(&mut self, entry: &Entry) -> [Option<Event>; 2] {
         match entry {
-            Entry::Event { event, .. } => {
-                self.event(event, out);
-                return event.is_text();
-            }
-            Entry::Gap { .. } => self.fail(&resume_gap(), out),
-            Entry::Done if self.failed => {}
-            Entry::Done => out.extend_from_slice(b"data: [DONE]\n\n"),
+            Entry::Event { event, .. } => self.event(event),
+            Entry::Gap { .. } => [Some(self.fail(&resume_gap())), None],
+            Entry::Done if self.failed => [None, None],
+            Entry::Done => [Some(Event::default().data("[DONE]")), None],
         }
-        false
     }
 
-    fn event(&mut self, event: &StreamEvent, out: &mut BytesMut) {
-        match event {
+    fn event(&mut self, event: &StreamEvent) -> [Option<Event>; 2] {
+        let chunk = match event {
             StreamEvent::Start { model, .. } => {
                 self.model.clone_from(model);
                 // OpenAI opens with the role and empty content; SDKs that
                 // assemble messages take the role from here.
-                self.delta(0, Delta::content(""), out);
+                self.delta(0, Delta::content(""))
             }
             StreamEvent::Token {
                 token,
                 refusal: false,
                 choice,
-            } => self.delta(choice.unwrap_or(0), Delta::content(token), out),
+            } => self.delta(choice.unwrap_or(0), Delta::content(token)),
             StreamEvent::Token {
                 token,
                 refusal: true,
@@ -207,7 +202,6 @@ impl Chunks {
                     refusal: Some(token),
                     ..Delta::default()
                 },
-                out,
             ),
             StreamEvent::Reasoning { token, choice } => self.delta(
                 choice.unwrap_or(0),
@@ -215,7 +209,6 @@ impl Chunks {
                     reasoning_content: Some(token),
                     ..Delta::default()
                 },
-                out,
             ),
             StreamEvent::ToolCall {
                 index,
@@ -248,25 +241,22 @@ impl Chunks {
                         tool_calls: Some([call]),
                         ..Delta::default()
                     },
-                    out,
-                );
+                )
             }
             StreamEvent::Finish {
                 finish_reason,
                 usage,
-            } => self.finish(*finish_reason, usage.as_deref(), out),
-            StreamEvent::Error { code, message } => self.fail(
-                &Error::Interrupted {
-                    code: *code,
-                    message: message.clone(),
-                },
-                out,
-            ),
-        }
+            } => return self.finish(*finish_reason, usage.as_deref()),
+            StreamEvent::Error { code, message } => self.fail(&Error::Interrupted {
+                code: *code,
+                message: message.clone(),
+            }),
+        };
+        [Some(chunk), None]
     }
 
     /// A chunk with one choice's delta; a choice's first delta says who speaks.
-    fn delta(&mut self, choice: u32, mut delta: Delta<'_>, out: &mut BytesMut) {
+    fn delta(&mut self, choice: u32, mut delta: Delta<'_>) -> Event {
         if !self.choices.contains(&choice) {
             self.choices.push(choice);
             delta.role = Some("assistant");
@@ -276,12 +266,12 @@ impl Chunks {
             delta,
             finish_reason: None,
         }];
-        self.chunk(&choices, None, out);
+        self.chunk(&choices, None)
     }
 
     /// The finish reason for every choice (the upstream's, once for all),
     /// then the usage chunk when the client asked for one.
-    fn finish(&self, reason: FinishReason, usage: Option<&RawValue>, out: &mut BytesMut) {
+    fn finish(&self, reason: FinishReason, usage: Option<&RawValue>) -> [Option<Event>; 2] {
         let reason = finish_reason(reason);
         let choices: Vec<ChunkChoice<'_>> = self
             .choices
@@ -292,34 +282,24 @@ impl Chunks {
                 finish_reason: Some(reason),
             })
             .collect();
-        self.chunk(&choices, None, out);
-        if self.include_usage {
-            self.chunk(&[], Some(usage), out);
-        }
+        let usage = self.include_usage.then(|| self.chunk(&[], Some(usage)));
+        [Some(self.chunk(&choices, None)), usage]
     }
 
-    fn chunk(
-        &self,
-        choices: &[ChunkChoice<'_>],
-        usage: Option<Option<&RawValue>>,
-        out: &mut BytesMut,
-    ) {
-        json_event(
-            &Chunk {
-                id: &self.answer.id,
-                object: "chat.completion.chunk",
-                created: self.answer.created,
-                model: &self.model,
-                choices,
-                usage,
-            },
-            out,
-        );
+    fn chunk(&self, choices: &[ChunkChoice<'_>], usage: Option<Option<&RawValue>>) -> Event {
+        json_event(&Chunk {
+            id: &self.answer.id,
+            object: "chat.completion.chunk",
+            created: self.answer.created,
+            model: &self.model,
+            choices,
+            usage,
+        })
     }
 
-    fn fail(&mut self, error: &Error, out: &mut BytesMut) {
+    fn fail(&mut self, error: &Error) -> Event {
         self.failed = true;
-        json_event(&error.body(), out);
+        json_event(&error.body())
     }
 }
 
@@ -385,16 +365,10 @@ struct FunctionDelta<'a> {
     arguments: &'a str,
 }
 
-/// Appends `data: <value as JSON>` and the blank line that ends the event:
-/// compact JSON holds no raw line break, so it is always one `data:` line.
-fn json_event(value: &impl Serialize, out: &mut BytesMut) {
-    out.extend_from_slice(b"data: ");
-    let start = out.len();
-    if serde_json::to_writer(out.writer(), value).is_err() {
-        out.truncate(start);
-        out.extend_from_slice(ENCODING_FAILED.as_bytes());
-    }
-    out.extend_from_slice(b"\n\n");
+fn json_event(value: &impl Serialize) -> Event {
+    Event::default()
+        .json_data(value)
+        .unwrap_or_else(|_| Event::default().data(ENCODING_FAILED))
 }
 
 // ---- not streaming: one chat.completion -----------------------------------

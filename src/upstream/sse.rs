@@ -1,37 +1,18 @@
-//! Turns an upstream HTTP body into Server-Sent Events, by the WHATWG rules: every framing (LF,
-//! CRLF, CR, a BOM, comments, multi-line data, `id:`, `event:` and `retry:` lines) in chunks of
-//! any size.
-//!
-//! It began as a byte-level framer in front of `eventsource-stream` 0.2.3, which fed raw network
-//! chunks panics on a leading BOM, re-copies its buffer for every line (quadratic), holds back or
-//! loses events that end in a lone CR, and stalls forever after an invalid UTF-8 byte. With the
-//! framer handing it one whole line at a time the crate was correct, but the profile of a burst
-//! showed it costing more than any other step of a token's way through the proxy: each line was
-//! copied three times, allocated twice and run through a parser combinator (README,
-//! Performance). The field rules are a dozen lines, so they live here now, applied to each line
-//! where it lies in the chunk: a line that arrives whole is never copied, and an event costs one
-//! allocation, its data. The dispatch semantics are `eventsource-stream`'s, and the conformance
-//! cases, the recorded upstreams and the property tests below hold them to that.
+//! Turns an upstream HTTP body into Server-Sent Events. `eventsource-stream` 0.2.3 parses the
+//! fields well, but fed raw network chunks it panics on a leading BOM, re-copies its buffer for
+//! every line (quadratic), holds back or loses events that end in a lone CR, and stalls forever
+//! after an invalid UTF-8 byte. So a small byte-level framer sits in front of it and hands it
+//! only whole, validated, LF-terminated lines, one at a time.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
-use futures_util::Stream;
+use eventsource_stream::{EventStream, EventStreamError};
+use futures_util::{Stream, StreamExt, future};
 
-/// One dispatched event.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// The event type: `message` unless an `event:` line named it.
-    pub event: String,
-    /// The `data:` lines, joined with LF.
-    pub data: String,
-    /// The last event id seen so far (it carries over to later events).
-    pub id: String,
-    /// A `retry:` of this event, in milliseconds.
-    pub retry: Option<Duration>,
-}
+pub use eventsource_stream::Event;
 
 /// Why an upstream event stream stopped early.
 #[derive(Debug)]
@@ -84,25 +65,41 @@ where
     B: AsRef<[u8]> + Send,
     E: Send,
 {
-    Parser::new(body, max_event_bytes)
+    EventStream::new(Framer::new(body, max_event_bytes)).scan(false, |failed, item| {
+        if *failed {
+            return future::ready(None);
+        }
+        let item = item.map_err(|err| match err {
+            EventStreamError::Transport(err) => err,
+            // Cannot happen: every line the framer hands over is valid UTF-8, LF-terminated and
+            // either blank or starting with a field-name character, which the parser always
+            // accepts. Should that change, the stream is broken either way.
+            EventStreamError::Utf8(_) | EventStreamError::Parser(_) => SseError::InvalidUtf8,
+        });
+        *failed = item.is_err();
+        future::ready(Some(item))
+    })
 }
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+const BLANK_LINE: &[u8] = b"\n";
 
-/// Splits the body into lines and applies each to the event being built. Every byte is looked
-/// at once, so the cost stays linear however the body is chunked.
-struct Parser<S, B> {
+/// Splits the body into lines and passes eventsource-stream one line per item, so its buffer
+/// never holds more than one line and its per-line `split_off` never copies anything. Whole
+/// event blocks would not do: an event of many short lines would still be quadratic.
+struct Framer<S, B> {
     body: Pin<Box<S>>,
     chunk: Option<B>,
     pos: usize,
     lines: Lines,
+    primed: bool,
     done: bool,
 }
 
 // The chunk is only ever read through `as_ref`, never pinned.
-impl<S, B> Unpin for Parser<S, B> {}
+impl<S, B> Unpin for Framer<S, B> {}
 
-impl<S, B> Parser<S, B> {
+impl<S, B> Framer<S, B> {
     fn new(body: S, limit: usize) -> Self {
         Self {
             body: Box::pin(body),
@@ -115,26 +112,34 @@ impl<S, B> Parser<S, B> {
                 bom_seen: Some(0),
                 after_cr: false,
                 in_comment: false,
-                builder: Builder::default(),
             },
+            primed: false,
             done: false,
         }
     }
 }
 
-impl<S, B, E> Stream for Parser<S, B>
+impl<S, B, E> Stream for Framer<S, B>
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
 {
-    type Item = Result<Event, SseError<E>>;
+    type Item = Result<Cow<'static, [u8]>, SseError<E>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if !this.primed {
+            this.primed = true;
+            // eventsource-stream strips a BOM from the first non-empty string it receives with
+            // `&s[1..]`, which panics on the 3-byte U+FEFF. The real BOM never reaches it, but a
+            // second one is data and may open the first line; a blank line with nothing pending
+            // dispatches nothing and makes sure that check only ever sees '\n'.
+            return Poll::Ready(Some(Ok(Cow::Borrowed(BLANK_LINE))));
+        }
         while !this.done {
             if let Some(chunk) = &this.chunk {
                 let bytes = chunk.as_ref();
-                let item = this.lines.next_event(bytes, &mut this.pos);
+                let item = this.lines.next_line(bytes, &mut this.pos);
                 if this.pos >= bytes.len() {
                     this.chunk = None;
                 }
@@ -152,8 +157,8 @@ where
                     this.done = true;
                     return Poll::Ready(Some(Err(SseError::Transport(err))));
                 }
-                // Dropping the unterminated last line and the event no blank line completed is
-                // the WHATWG rule for a stream that ends.
+                // Dropping the unterminated last line here, and eventsource-stream dropping an
+                // event no blank line completed, is the WHATWG rule for a stream that ends.
                 None => this.done = true,
             }
         }
@@ -164,7 +169,7 @@ where
 struct Lines {
     /// The start of the current line, carried over from earlier chunks.
     partial: Vec<u8>,
-    /// Bytes of the lines already applied to the event not yet dispatched.
+    /// Bytes of the lines already handed over for the event not yet dispatched.
     event_bytes: usize,
     limit: usize,
     /// How many bytes of a leading BOM arrived so far, until the stream start is settled.
@@ -173,23 +178,20 @@ struct Lines {
     after_cr: bool,
     /// The current line is a comment; it is skipped without being buffered.
     in_comment: bool,
-    builder: Builder,
 }
 
-/// A line longer than this that had to be put together from pieces does not keep its buffer.
-const KEEP_PARTIAL_BYTES: usize = 4096;
-
 impl Lines {
-    /// Advances `pos` through `bytes` until an event is dispatched or an error occurs; `None`
-    /// means `bytes` is used up.
-    fn next_event<E>(
+    /// Advances `pos` through `bytes` until a line for the parser is ready or an error occurs;
+    /// `None` means `bytes` is used up.
+    fn next_line<E>(
         &mut self,
         bytes: &[u8],
         pos: &mut usize,
-    ) -> Option<Result<Event, SseError<E>>> {
+    ) -> Option<Result<Cow<'static, [u8]>, SseError<E>>> {
         if let Some(seen) = self.bom_seen {
             self.skip_bom(&bytes[*pos..], seen, pos);
         }
+        // Each byte is looked at once, so the cost stays linear however the body is chunked.
         while *pos < bytes.len() {
             let rest = &bytes[*pos..];
             if std::mem::take(&mut self.after_cr) && rest[0] == b'\n' {
@@ -219,10 +221,8 @@ impl Lines {
             if std::mem::take(&mut self.in_comment) {
                 continue;
             }
-            match self.line(&rest[..end]) {
-                Ok(None) => {}
-                Ok(Some(event)) => return Some(Ok(event)),
-                Err(error) => return Some(Err(error)),
+            if let Some(item) = self.finish(&rest[..end]) {
+                return Some(item);
             }
         }
         None
@@ -240,31 +240,31 @@ impl Lines {
         }
     }
 
-    /// Applies one whole line (without its terminator): `tail`, after whatever of it came in
-    /// earlier chunks. A blank line dispatches the event.
-    fn line<E>(&mut self, tail: &[u8]) -> Result<Option<Event>, SseError<E>> {
+    fn finish<E>(&mut self, tail: &[u8]) -> Option<Result<Cow<'static, [u8]>, SseError<E>>> {
         let len = self.partial.len() + tail.len();
         if len == 0 {
+            // With nothing pending a blank line would dispatch nothing.
+            if self.event_bytes == 0 {
+                return None;
+            }
             self.event_bytes = 0;
-            return Ok(self.builder.dispatch());
+            return Some(Ok(Cow::Borrowed(BLANK_LINE)));
         }
         self.event_bytes += len;
         if self.event_bytes > self.limit {
-            return Err(SseError::TooLong { limit: self.limit });
+            return Some(Err(SseError::TooLong { limit: self.limit }));
         }
-        let applied = if self.partial.is_empty() {
-            apply(&mut self.builder, tail)
-        } else {
-            self.partial.extend_from_slice(tail);
-            let applied = apply(&mut self.builder, &self.partial);
-            if self.partial.capacity() > KEEP_PARTIAL_BYTES {
-                self.partial = Vec::new();
-            } else {
-                self.partial.clear();
-            }
-            applied
-        };
-        applied.map(|()| None)
+        let mut line = std::mem::take(&mut self.partial);
+        line.reserve_exact(tail.len() + 1);
+        line.extend_from_slice(tail);
+        // Only whole lines are decoded, so characters split across chunks are fine. A bad byte
+        // ends the stream instead of turning into U+FFFD: a corrupt answer must not look
+        // complete.
+        if std::str::from_utf8(&line).is_err() {
+            return Some(Err(SseError::InvalidUtf8));
+        }
+        line.push(b'\n');
+        Some(Ok(Cow::Owned(line)))
     }
 }
 
@@ -297,77 +297,6 @@ fn line_end(bytes: &[u8]) -> Option<usize> {
         .map(|i| at + i)
 }
 
-/// Decodes a line and applies it. Only whole lines are decoded, so characters split across
-/// chunks are fine. A bad byte ends the stream instead of turning into U+FFFD: a corrupt
-/// answer must not look complete.
-fn apply<E>(builder: &mut Builder, line: &[u8]) -> Result<(), SseError<E>> {
-    let line = std::str::from_utf8(line).map_err(|_| SseError::InvalidUtf8)?;
-    builder.field(line);
-    Ok(())
-}
-
-/// The event being collected, and the last event id, which outlives it.
-#[derive(Debug, Default)]
-struct Builder {
-    event: String,
-    data: String,
-    id: String,
-    retry: Option<Duration>,
-}
-
-impl Builder {
-    /// One field line (never blank, never a comment): the name up to the first colon, the
-    /// value after it without one leading space.
-    fn field(&mut self, line: &str) {
-        let (name, value) = match line.split_once(':') {
-            Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match name {
-            "data" => {
-                self.data.reserve(value.len() + 1);
-                self.data.push_str(value);
-                self.data.push('\n');
-            }
-            "event" => {
-                self.event.clear();
-                self.event.push_str(value);
-            }
-            "id" if !value.contains('\0') => {
-                self.id.clear();
-                self.id.push_str(value);
-            }
-            "retry" => {
-                if let Ok(millis) = value.parse::<u64>() {
-                    self.retry = Some(Duration::from_millis(millis));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// The event the blank line ends, if it has data; the type and data start over either way.
-    fn dispatch(&mut self) -> Option<Event> {
-        let mut data = std::mem::take(&mut self.data);
-        let event = std::mem::take(&mut self.event);
-        let retry = self.retry.take();
-        if data.is_empty() {
-            return None;
-        }
-        data.pop();
-        Some(Event {
-            event: if event.is_empty() {
-                "message".to_owned()
-            } else {
-                event
-            },
-            data,
-            id: self.id.clone(),
-            retry,
-        })
-    }
-}
-
 #[cfg(test)]
 #[expect(
     clippy::unwrap_used,
@@ -376,7 +305,7 @@ impl Builder {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use futures_util::{StreamExt, stream};
+    use futures_util::stream;
     use serde_json::Value;
     use std::convert::Infallible;
     use std::pin::pin;
@@ -748,18 +677,18 @@ mod tests {
             assert!(outcome.error.is_none());
             assert_eq!(data(&outcome.events), ["x"]);
 
-            // And the parser holds nothing back: no pending data, and no comment ever went
-            // into the partial line (each is 200 bytes; the data line is 8).
+            // What reaches eventsource-stream: the priming blank line, the data line and the
+            // blank line ending it; nothing of the comments or of the blank lines after them,
+            // and the framer holds nothing back.
             let body = stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
-            let mut parser = Parser::new(body, 64);
+            let mut framer = Framer::new(body, 64);
             let mut cx = Context::from_waker(Waker::noop());
-            let mut events = Vec::new();
-            while let Poll::Ready(Some(item)) = Pin::new(&mut parser).poll_next(&mut cx) {
-                events.push(item.unwrap().data);
+            let mut handed = Vec::new();
+            while let Poll::Ready(Some(item)) = Pin::new(&mut framer).poll_next(&mut cx) {
+                handed.push(item.unwrap().into_owned());
             }
-            assert_eq!(events, ["x"]);
-            assert!(parser.lines.partial.capacity() < 64);
-            assert!(parser.lines.builder.data.is_empty());
+            assert_eq!(handed, [&b"\n"[..], b"data: x\n", b"\n"]);
+            assert_eq!(framer.lines.partial.capacity(), 0);
         }
     }
 
