@@ -169,7 +169,7 @@ impl Cluster {
         for entry in batch {
             match entry {
                 Entry::Event { seq, event } => {
-                    let json = serde_json::to_string(&**event).unwrap_or_default();
+                    let json = serde_json::to_string(event).unwrap_or_default();
                     pipe.cmd("XADD")
                         .arg(&keys.log)
                         .arg("MAXLEN")
@@ -308,14 +308,7 @@ async fn read_remote(
             last = entry.id;
             *expected = seq + 1;
             let terminal = event.is_terminal();
-            if sender
-                .send(Entry::Event {
-                    seq,
-                    event: Arc::new(event),
-                })
-                .await
-                .is_err()
-            {
+            if sender.send(Entry::Event { seq, event }).await.is_err() {
                 return Ok(());
             }
             if terminal {
@@ -353,12 +346,7 @@ async fn read_remote(
 /// Ends a remote follower honestly: an `error` event numbered `seq`, then the end.
 async fn end_with_error(sender: &mpsc::Sender<Entry>, seq: u64, message: String) {
     let error = StreamEvent::error(ErrorCode::UpstreamDisconnected, message);
-    let _ = sender
-        .send(Entry::Event {
-            seq,
-            event: Arc::new(error),
-        })
-        .await;
+    let _ = sender.send(Entry::Event { seq, event: error }).await;
     let _ = sender.send(Entry::Done).await;
 }
 

@@ -83,7 +83,7 @@ fn frame(prefix: &str, event_id: &mut String, entry: Entry) -> Event {
             let frame = Event::default().id(event_id.as_str());
             // Our own types always serialize; a failure would be a bug, and
             // the client is still told rather than shown a silent gap.
-            frame.json_data(&*event).unwrap_or_else(|_| {
+            frame.json_data(&event).unwrap_or_else(|_| {
                 Event::default().data(r#"{"type":"error","code":"invalid_upstream_data","message":"an event could not be encoded"}"#)
             })
         }
@@ -270,11 +270,11 @@ mod tests {
     fn token(seq: u64) -> Entry {
         Entry::Event {
             seq,
-            event: std::sync::Arc::new(StreamEvent::Token {
+            event: StreamEvent::Token {
                 token: format!("w{seq} "),
                 refusal: false,
                 choice: None,
-            }),
+            },
         }
     }
 
@@ -296,10 +296,7 @@ mod tests {
             token(1),
             Entry::Event {
                 seq: 2,
-                event: std::sync::Arc::new(StreamEvent::error(
-                    ErrorCode::UpstreamError,
-                    "line\r\nbreak",
-                )),
+                event: StreamEvent::error(ErrorCode::UpstreamError, "line\r\nbreak"),
             },
             Entry::Gap { first_kept: 7 },
             Entry::Done,

@@ -64,11 +64,13 @@ impl StreamEvent {
         )
     }
 
+    /// What [`size`](Self::size) counts for any event besides its text.
+    pub const SIZE_OVERHEAD: usize = 64;
+
     /// Roughly the bytes this event holds: what the memory bounds of the
     /// event log count.
     pub fn size(&self) -> usize {
-        const OVERHEAD: usize = 64;
-        OVERHEAD
+        Self::SIZE_OVERHEAD
             + match self {
                 Self::Start { stream_id, model } => stream_id.len() + model.len(),
                 Self::Token { token, .. } | Self::Reasoning { token, .. } => token.len(),
