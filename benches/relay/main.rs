@@ -371,6 +371,8 @@ struct Spent {
     cpu: Option<Duration>,
     /// Read and write system calls.
     syscalls: Option<(u64, u64)>,
+    /// User and kernel ticks: how `cpu` splits.
+    ticks: Option<(u64, u64)>,
     /// The load generator's own CPU time (fake upstream and clients) while
     /// running the load directly: the cost of a bare writer and reader of
     /// the same tokens, the floor the proxy is compared with.
@@ -378,6 +380,15 @@ struct Spent {
     /// Resident memory: after warm-up, and when the most streams were open.
     baseline_kib: Option<u64>,
     peak: Option<(usize, u64)>,
+}
+
+impl Spent {
+    /// What the proxy spent between two readings.
+    fn proxy(&mut self, before: &proxy::Cpu, after: &proxy::Cpu) {
+        self.cpu = Some(before.until(after));
+        self.syscalls = before.syscalls_until(after);
+        self.ticks = Some(before.split_until(after));
+    }
 }
 
 /// Runs `load` against `addr`, sampling the proxy's memory while it runs.
@@ -421,8 +432,7 @@ async fn drive(addr: SocketAddr, via: Via, load: &Load, proxy: Option<&Proxy>) -
         spent.peak = sampler.await.ok().flatten();
     }
     if let (Some(before), Some(after)) = (cpu_before, proxy.and_then(Proxy::cpu)) {
-        spent.cpu = Some(before.until(&after));
-        spent.syscalls = before.syscalls_until(&after);
+        spent.proxy(&before, &after);
     }
     (Side { outcomes, wall }, spent)
 }
@@ -524,8 +534,7 @@ async fn interleaved(bench: &Bench, load: &Load) -> Result<(Side, Side, Spent), 
         ..Spent::default()
     };
     if let (Some(before), Some(after)) = (cpu_before, proxy.cpu()) {
-        spent.cpu = Some(before.until(&after));
-        spent.syscalls = before.syscalls_until(&after);
+        spent.proxy(&before, &after);
     }
     proxy.stop();
     // One at a time, a side's throughput is its tokens over its own streams' time.

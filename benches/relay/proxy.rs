@@ -151,6 +151,8 @@ impl Drop for Proxy {
 pub struct Cpu {
     threads: Vec<(u32, u64)>,
     ticks: u64,
+    /// Of `ticks`, those spent in the kernel.
+    system_ticks: u64,
     /// Read and write system calls so far (`/proc/PID/io`).
     syscalls: Option<(u64, u64)>,
 }
@@ -160,7 +162,8 @@ impl Cpu {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces; the fields after it do not.
         let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let user_ticks = fields.get(11)?.parse::<u64>().ok()?;
+        let system_ticks = fields.get(12)?.parse::<u64>().ok()?;
         let mut threads = Vec::new();
         for entry in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
             let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
@@ -179,7 +182,8 @@ impl Cpu {
         let syscalls = field("syscr:").zip(field("syscw:"));
         Some(Self {
             threads,
-            ticks,
+            ticks: user_ticks + system_ticks,
+            system_ticks,
             syscalls,
         })
     }
@@ -188,6 +192,13 @@ impl Cpu {
     pub fn syscalls_until(&self, later: &Self) -> Option<(u64, u64)> {
         let ((r0, w0), (r1, w1)) = (self.syscalls?, later.syscalls?);
         Some((r1.saturating_sub(r0), w1.saturating_sub(w0)))
+    }
+
+    /// User and kernel ticks from `self` to `later`: how the CPU time splits.
+    pub fn split_until(&self, later: &Self) -> (u64, u64) {
+        let system = later.system_ticks.saturating_sub(self.system_ticks);
+        let total = later.ticks.saturating_sub(self.ticks);
+        (total.saturating_sub(system), system)
     }
 
     /// CPU time from `self` to `later`: exact when the same threads lived

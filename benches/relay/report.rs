@@ -103,6 +103,8 @@ pub struct Row {
     pub tps_direct: f64,
     pub tps_proxy: f64,
     pub cpu_us: Option<f64>,
+    /// The part of tokenrelay's CPU time spent in the kernel.
+    pub kernel_share: Option<f64>,
     /// The load generator's CPU per token when it ran the load directly.
     pub direct_load_cpu_us: Option<f64>,
     pub kib_per_stream: Option<f64>,
@@ -154,6 +156,10 @@ impl Row {
                 .cpu
                 .filter(|_| tokens > 0)
                 .map(|cpu| cpu.as_secs_f64() * 1e6 / tokens as f64),
+            kernel_share: spent
+                .ticks
+                .filter(|(user, system)| user + system > 0)
+                .map(|(user, system)| system as f64 / (user + system) as f64),
             direct_load_cpu_us: spent
                 .direct_load_cpu
                 .filter(|_| direct.tokens() > 0)
@@ -225,6 +231,7 @@ impl Row {
         let mut proxy = Side::default();
         let mut cpu = std::time::Duration::ZERO;
         let mut syscalls = (0, 0);
+        let mut ticks = (0, 0);
         let mut load_cpu = std::time::Duration::ZERO;
         let mut extra = Vec::new();
         let mut relayed_ms = Vec::new();
@@ -237,6 +244,8 @@ impl Row {
             load_cpu += spent.direct_load_cpu.unwrap_or_default();
             let (r, w) = spent.syscalls.unwrap_or_default();
             syscalls = (syscalls.0 + r, syscalls.1 + w);
+            let (user, system) = spent.ticks.unwrap_or_default();
+            ticks = (ticks.0 + user, ticks.1 + system);
             let (d_ms, p_ms) = (best_elapsed_ms(d), best_elapsed_ms(p));
             extra.push((format!("direct_ms_{count}"), d_ms, "ms"));
             extra.push((format!("relayed_ms_{count}"), p_ms, "ms"));
@@ -245,6 +254,7 @@ impl Row {
         let spent = Spent {
             cpu: Some(cpu),
             syscalls: Some(syscalls),
+            ticks: Some(ticks),
             direct_load_cpu: Some(load_cpu),
             ..Spent::default()
         };
@@ -400,7 +410,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\n{:<14} {:>7} {:>9} {:>17} {:>17} {:>10} {:>10} {:>6} {:>8} {:>9} {:>11} {:>9}",
+            "\n{:<14} {:>7} {:>9} {:>17} {:>17} {:>10} {:>10} {:>6} {:>8} {:>6} {:>9} {:>11} {:>9}",
             "scenario",
             "streams",
             "fail d/r",
@@ -410,14 +420,15 @@ impl Report {
             "relay t/s",
             "ratio",
             "CPU µs/t",
+            "kernel",
             "bare µs/t",
             "syscalls/t",
             "KiB/strm"
         );
         let _ = writeln!(
             out,
-            "{:<14} {:>7} {:>9} {:>17} {:>17} {:>10} {:>10} {:>6} {:>8} {:>9} {:>11} {:>9}",
-            "", "", "", "p50 / p99", "p50 / p99", "", "", "", "", "", "writes", ""
+            "{:<14} {:>7} {:>9} {:>17} {:>17} {:>10} {:>10} {:>6} {:>8} {:>6} {:>9} {:>11} {:>9}",
+            "", "", "", "p50 / p99", "p50 / p99", "", "", "", "", "", "", "writes", ""
         );
         for row in &self.rows {
             let pair = |t: Option<Ttft>| {
@@ -428,7 +439,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<14} {:>7} {:>9} {:>17} {:>17} {:>10.0} {:>10.0} {:>6} {:>8} {:>9} {:>11} {:>9}",
+                "{:<14} {:>7} {:>9} {:>17} {:>17} {:>10.0} {:>10.0} {:>6} {:>8} {:>6} {:>9} {:>11} {:>9}",
                 row.name,
                 row.streams,
                 format!("{}/{}", row.direct_failures, row.failures),
@@ -438,6 +449,7 @@ impl Report {
                 row.tps_proxy,
                 opt(row.ratio(), 3, ""),
                 opt(row.cpu_us, 2, ""),
+                opt(row.kernel_share.map(|share| share * 100.0), 0, "%"),
                 opt(row.direct_load_cpu_us, 2, ""),
                 opt(row.writes_per_token, 2, ""),
                 opt(row.kib_per_stream, 1, ""),
@@ -499,6 +511,7 @@ impl Report {
                         "ratio": row.ratio(),
                     },
                     "cpu_us_per_token": row.cpu_us,
+                    "cpu_kernel_share": row.kernel_share,
                     "direct_load_generator_cpu_us_per_token": row.direct_load_cpu_us,
                     "write_syscalls_per_token": row.writes_per_token,
                     "kib_per_open_stream": row.kib_per_stream,
