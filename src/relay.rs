@@ -133,7 +133,7 @@ struct Batches<B> {
     /// The inner body has ended (or failed, with the error in `failed`).
     ended: bool,
     failed: Option<axum::Error>,
-    /// Batches written so far, up to `OPENING_BATCHES`.
+    /// Batches written so far (it stops counting at `u32::MAX`).
     written: u32,
     last_write: Option<Instant>,
     /// The current batch: when it began, and whether it may wait for more.

@@ -516,6 +516,8 @@ impl Generation {
         let wakers = {
             let mut log = lock(&self.log);
             log.finished = true;
+            // Nothing grows a finished log; it is kept for the TTL as it is.
+            log.events.shrink_to_fit();
             std::mem::take(&mut log.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -607,6 +609,11 @@ impl Events {
             len,
         });
         size
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.kept.shrink_to_fit();
+        self.text.shrink_to_fit();
     }
 
     /// A copy of the event at `index`.
@@ -851,6 +858,11 @@ mod tests {
             "{} for {live}",
             events.text.len()
         );
+    }
+
+    #[test]
+    fn a_kept_text_delta_is_24_bytes_plus_its_text() {
+        assert_eq!(std::mem::size_of::<Kept>(), 24);
     }
 
     #[test]
