@@ -545,26 +545,34 @@ async fn interleaved(bench: &Bench, load: &Load) -> Result<(Side, Side, Spent), 
     Ok((side(direct), side(relayed), spent))
 }
 
-fn tokens_load(bench: &Bench, name: &str, tokens: u32, gap: Duration) -> String {
-    let model = format!("bench-{name}");
-    bench
-        .scripts
-        .add(&model, Script::tokens(&model, tokens, gap));
-    model
+impl Load {
+    /// Streams of `tokens` tokens `gap` apart, from a script of their own
+    /// named after the scenario; one stream unless the scenario says more.
+    fn tokens(bench: &Bench, name: &str, tokens: u32, gap: Duration) -> Self {
+        let model = format!("bench-{name}");
+        bench
+            .scripts
+            .add(&model, Script::tokens(&model, tokens, gap));
+        Self {
+            model,
+            expect: Expect {
+                tokens,
+                token_len: None,
+            },
+            slots: 1,
+            per_slot: 1,
+            stagger: Duration::ZERO,
+            timeout: Duration::from_secs(30),
+            warmup: 20,
+        }
+    }
 }
 
 async fn single(bench: &Bench) -> Result<Row, String> {
     let load = Load {
-        model: tokens_load(bench, "single", 40, Duration::ZERO),
-        expect: Expect {
-            tokens: 40,
-            token_len: None,
-        },
-        slots: 1,
         per_slot: bench.scaled(100, 1_000),
-        stagger: Duration::ZERO,
         timeout: Duration::from_secs(10),
-        warmup: 20,
+        ..Load::tokens(bench, "single", 40, Duration::ZERO)
     };
     let (direct, proxy, spent) = interleaved(bench, &load).await?;
     Ok(Row::new(
@@ -584,16 +592,9 @@ async fn single(bench: &Bench) -> Result<Row, String> {
 
 async fn burst(bench: &Bench) -> Result<Row, String> {
     let load = Load {
-        model: tokens_load(bench, "burst", 200, Duration::ZERO),
-        expect: Expect {
-            tokens: 200,
-            token_len: None,
-        },
         slots: 20,
         per_slot: bench.scaled(10, 100),
-        stagger: Duration::ZERO,
-        timeout: Duration::from_secs(30),
-        warmup: 20,
+        ..Load::tokens(bench, "burst", 200, Duration::ZERO)
     };
     let (direct, proxy, spent) = compare(bench, &load).await?;
     Ok(Row::new(
@@ -614,17 +615,12 @@ async fn burst(bench: &Bench) -> Result<Row, String> {
 async fn paced(bench: &Bench) -> Result<Row, String> {
     let gap = Duration::from_millis(10);
     let load = Load {
-        model: tokens_load(bench, "paced", 40, gap),
-        expect: Expect {
-            tokens: 40,
-            token_len: None,
-        },
         slots: 200,
         per_slot: bench.scaled(1, 5),
         // Starts spread over one stream's length: a steady 200 open, not a herd.
         stagger: gap * 40,
-        timeout: Duration::from_secs(30),
         warmup: 200,
+        ..Load::tokens(bench, "paced", 40, gap)
     };
     let (direct, proxy, spent) = compare(bench, &load).await?;
     Ok(Row::new(
@@ -650,16 +646,10 @@ async fn hold(bench: &Bench) -> Result<Row, String> {
         (8_000, 150, Duration::from_secs(8))
     };
     let load = Load {
-        model: tokens_load(bench, "hold", tokens, Duration::from_millis(100)),
-        expect: Expect {
-            tokens,
-            token_len: None,
-        },
         slots: streams,
-        per_slot: 1,
         stagger: ramp,
         timeout: Duration::from_secs(60),
-        warmup: 20,
+        ..Load::tokens(bench, "hold", tokens, Duration::from_millis(100))
     };
     let (direct, proxy, spent) = compare(bench, &load).await?;
     Ok(Row::new(
@@ -704,16 +694,10 @@ async fn parser(bench: &Bench) -> Result<Vec<Row>, String> {
     let mut sides = Vec::new();
     for count in [small, small * 2] {
         let load = Load {
-            model: tokens_load(bench, &format!("events-{count}"), count, Duration::ZERO),
-            expect: Expect {
-                tokens: count,
-                token_len: None,
-            },
-            slots: 1,
             per_slot: bench.scaled(1, 3),
-            stagger: Duration::ZERO,
             timeout: Duration::from_secs(120),
             warmup: 0,
+            ..Load::tokens(bench, &format!("events-{count}"), count, Duration::ZERO)
         };
         sides.push((count, compare(bench, &load).await?));
     }
