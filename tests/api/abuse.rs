@@ -211,6 +211,23 @@ async fn headers_that_trickle_in_get_the_connection_closed() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_request_timeout() {
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_SECS", "0.5")]).await;
+
+    let mut silent = TcpStream::connect(app.addr)
+        .await
+        .unwrap_or_else(|error| panic!("connect: {error}"));
+    let mut buffer = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buffer)).await;
+
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the server should close a connection that never sends a request: {closed:?}"
+    );
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
 async fn connections_over_the_cap_get_503_and_are_closed() {
     let app = spawn_app_with(&[("MAX_CONNECTIONS", "8")]).await;
     let mut idle = Vec::new();

@@ -273,3 +273,28 @@ async fn every_chunking_of_the_upstream_gives_the_same_events() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_speaking_http2_with_prior_knowledge_gets_the_same_stream() {
+    let app = spawn_app().await;
+    app.upstream.push(Reply::tokens(&["over", " h2"]));
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+
+    let response = client
+        .post(app.url("/api/chat"))
+        .header("content-type", "application/json")
+        .body(json!({"prompt": "hi"}).to_string())
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("POST over HTTP/2: {error}"));
+    let version = response.version();
+    let transcript = Transcript::read(response).await;
+
+    assert_eq!(version, reqwest::Version::HTTP_2);
+    assert_eq!(transcript.status, 200);
+    assert_eq!(transcript.text_of("token"), "over h2");
+    assert!(transcript.text.ends_with("data: [DONE]\n\n"));
+}
