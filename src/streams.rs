@@ -11,11 +11,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -315,40 +316,24 @@ impl Generation {
         let metrics = Arc::clone(&self.registry.metrics);
         let mut cancelled = None;
         let ending = {
-            let stopped = self.stop.cancelled();
-            let shutdown = self.registry.shutdown.cancelled();
-            let abandoned = async {
+            let interrupted = WhenWoken::new(async {
                 tokio::select! {
-                    () = self.abandoned(config.grace) => {}
-                    () = self.abandon.cancelled() => {}
+                    biased;
+                    () = self.stop.cancelled() => Cancellation::Stopped,
+                    () = self.registry.shutdown.cancelled() => Cancellation::Shutdown,
+                    () = self.abandoned(config.grace) => Cancellation::Abandoned,
+                    () = self.abandon.cancelled() => Cancellation::Abandoned,
                 }
-            };
-            tokio::pin!(stopped, shutdown, abandoned);
+            });
+            tokio::pin!(interrupted);
             let mut translator = Translator::new();
             let mut events = Vec::new();
             loop {
                 tokio::select! {
                     biased;
-                    () = &mut stopped => {
-                        cancelled = Some(Cancellation::Stopped);
-                        break Some(StreamEvent::Finish {
-                            finish_reason: FinishReason::Cancelled,
-                            usage: None,
-                        });
-                    }
-                    () = &mut shutdown => {
-                        cancelled = Some(Cancellation::Shutdown);
-                        break Some(StreamEvent::error(
-                            ErrorCode::ShuttingDown,
-                            "the server is shutting down",
-                        ));
-                    }
-                    () = &mut abandoned => {
-                        cancelled = Some(Cancellation::Abandoned);
-                        break Some(StreamEvent::error(
-                            ErrorCode::Cancelled,
-                            "no client was attached for the resume grace period",
-                        ));
+                    cause = &mut interrupted => {
+                        cancelled = Some(cause);
+                        break Some(interruption(cause));
                     }
                     item = upstream.next() => match item {
                         Some(Ok(chunk)) => {
@@ -671,6 +656,80 @@ fn rebuild(kind: TextKind, token: String, choice: Option<u32>) -> StreamEvent {
     }
 }
 
+/// The last event of a generation that `cause` ended.
+fn interruption(cause: Cancellation) -> StreamEvent {
+    match cause {
+        Cancellation::Stopped => StreamEvent::Finish {
+            finish_reason: FinishReason::Cancelled,
+            usage: None,
+        },
+        Cancellation::Shutdown => {
+            StreamEvent::error(ErrorCode::ShuttingDown, "the server is shutting down")
+        }
+        Cancellation::Abandoned => StreamEvent::error(
+            ErrorCode::Cancelled,
+            "no client was attached for the resume grace period",
+        ),
+    }
+}
+
+/// A future polled only once one of the wakers it registered has fired.
+///
+/// A generation's task wakes for every upstream chunk, and polling its stop,
+/// shutdown and grace futures each time cost several mutex round trips per
+/// token (README, Performance); they fire once in a generation's life.
+struct WhenWoken<F> {
+    future: Pin<Box<F>>,
+    signal: Arc<Signal>,
+}
+
+/// Set by the wrapped future's wakers; wakes the task that polls it.
+#[derive(Debug)]
+struct Signal {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F> WhenWoken<F> {
+    fn new(future: F) -> Self {
+        Self {
+            future: Box::pin(future),
+            // Polled once at the start, to register its wakers.
+            signal: Arc::new(Signal {
+                fired: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
+        }
+    }
+}
+
+impl<F: Future> Future for WhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        // Registered before looking, so a wake that comes after the look
+        // still reaches this task.
+        this.signal.task.register(cx.waker());
+        if !this.signal.fired.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(Arc::clone(&this.signal));
+        this.future.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
 /// Who is following a generation.
 enum Listening {
     Here,
@@ -878,6 +937,39 @@ mod tests {
         let expected = json(&finish);
         events.push(finish);
         assert_eq!(events.last().map(json), Some(expected));
+    }
+
+    #[test]
+    fn a_when_woken_future_is_polled_at_the_start_and_after_its_wakers_fire() {
+        let polls = std::cell::Cell::new(0);
+        let registered = std::cell::RefCell::new(None::<Waker>);
+        let inner = std::future::poll_fn(|cx| {
+            polls.set(polls.get() + 1);
+            *registered.borrow_mut() = Some(cx.waker().clone());
+            if polls.get() == 3 {
+                Poll::Ready("fired")
+            } else {
+                Poll::Pending
+            }
+        });
+        let mut future = std::pin::pin!(WhenWoken::new(inner));
+        let mut cx = Context::from_waker(Waker::noop());
+
+        for _ in 0..5 {
+            assert!(future.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.get(), 1);
+        let wake = |registered: &std::cell::RefCell<Option<Waker>>| {
+            if let Some(waker) = registered.borrow_mut().take() {
+                waker.wake();
+            }
+        };
+        wake(&registered);
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls.get(), 2);
+        wake(&registered);
+        assert_eq!(future.as_mut().poll(&mut cx), Poll::Ready("fired"));
     }
 
     #[test]
