@@ -10,8 +10,8 @@
 //! Whether a connection speaks HTTP/1 or HTTP/2 (with prior knowledge) is
 //! decided by peeking at its first bytes, not by reading them: hyper-util's
 //! own detection reads 24 bytes and hands them to hyper apart from the rest,
-//! and hyper's read buffer then grew to 16 KiB on every connection, a third
-//! of what an open stream cost (README, Performance).
+//! and hyper's read buffer then doubled to 16 KiB on every connection
+//! (README, Performance).
 
 use std::future::Future;
 use std::io;

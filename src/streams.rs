@@ -454,13 +454,12 @@ impl Generation {
     }
 
     fn append(&self, event: StreamEvent) {
-        let size = event.size();
         let registry = &self.registry;
         let wakers = {
             let mut log = lock(&self.log);
+            let size = log.events.push(event);
             log.bytes += size;
             registry.total_bytes.fetch_add(size, Ordering::Relaxed);
-            log.events.push(event);
             let lost_listener = self.trim(&mut log);
             if lost_listener && log.positions.is_empty() {
                 self.listeners_changed.notify_waiters();
