@@ -637,7 +637,7 @@ impl Events {
                     self.text.drain(..dead);
                     self.text_start = live;
                 }
-                StreamEvent::SIZE_OVERHEAD + len as usize
+                StreamEvent::size_holding(len as usize)
             }
             Kept::Event(event) => event.size(),
         })

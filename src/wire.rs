@@ -64,28 +64,31 @@ impl StreamEvent {
         )
     }
 
-    /// What [`size`](Self::size) counts for any event besides its text.
-    pub const SIZE_OVERHEAD: usize = 64;
-
     /// Roughly the bytes this event holds: what the memory bounds of the
     /// event log count.
     pub fn size(&self) -> usize {
-        Self::SIZE_OVERHEAD
-            + match self {
-                Self::Start { stream_id, model } => stream_id.len() + model.len(),
-                Self::Token { token, .. } | Self::Reasoning { token, .. } => token.len(),
-                Self::ToolCall {
-                    id,
-                    name,
-                    arguments,
-                    ..
-                } => [id, name, arguments]
-                    .into_iter()
-                    .map(|text| text.as_ref().map_or(0, String::len))
-                    .sum(),
-                Self::Finish { usage, .. } => usage.as_ref().map_or(0, |usage| usage.get().len()),
-                Self::Error { message, .. } => message.len(),
-            }
+        Self::size_holding(match self {
+            Self::Start { stream_id, model } => stream_id.len() + model.len(),
+            Self::Token { token, .. } | Self::Reasoning { token, .. } => token.len(),
+            Self::ToolCall {
+                id,
+                name,
+                arguments,
+                ..
+            } => [id, name, arguments]
+                .into_iter()
+                .map(|text| text.as_ref().map_or(0, String::len))
+                .sum(),
+            Self::Finish { usage, .. } => usage.as_ref().map_or(0, |usage| usage.get().len()),
+            Self::Error { message, .. } => message.len(),
+        })
+    }
+
+    /// The [`size`](Self::size) of an event holding `text` bytes of text:
+    /// the one formula, also for logs that keep events in pieces.
+    pub fn size_holding(text: usize) -> usize {
+        const OVERHEAD: usize = 64;
+        OVERHEAD + text
     }
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
