@@ -110,8 +110,9 @@ pub async fn run(
                 return;
             };
             let (http1_builder, http2_builder) = &*builders;
+            let timed;
             let builder = if is_http2 {
-                http2_builder.clone()
+                http2_builder
             } else {
                 // The head's deadline counts from the connection, not from
                 // its first byte.
@@ -119,7 +120,8 @@ pub async fn run(
                 builder
                     .http1()
                     .header_read_timeout(deadline.saturating_duration_since(Instant::now()));
-                builder
+                timed = builder;
+                &timed
             };
             let connection = builder
                 .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
