@@ -80,6 +80,7 @@ async fn completions(
             choices: Vec::new(),
             calls: Vec::new(),
             failed: false,
+            json: Vec::new(),
         };
         return Ok(stream_response(
             id,
@@ -165,6 +166,8 @@ struct Chunks {
     calls: Vec<(u32, u32)>,
     /// An error chunk went out: the stream ends without `[DONE]`.
     failed: bool,
+    /// Scratch for each chunk's JSON; see [`relay::json_event`].
+    json: Vec<u8>,
 }
 
 impl Chunks {
@@ -271,7 +274,7 @@ impl Chunks {
 
     /// The finish reason for every choice (the upstream's, once for all),
     /// then the usage chunk when the client asked for one.
-    fn finish(&self, reason: FinishReason, usage: Option<&RawValue>) -> [Option<Event>; 2] {
+    fn finish(&mut self, reason: FinishReason, usage: Option<&RawValue>) -> [Option<Event>; 2] {
         let reason = finish_reason(reason);
         let choices: Vec<ChunkChoice<'_>> = self
             .choices
@@ -286,20 +289,26 @@ impl Chunks {
         [Some(self.chunk(&choices, None)), usage]
     }
 
-    fn chunk(&self, choices: &[ChunkChoice<'_>], usage: Option<Option<&RawValue>>) -> Event {
-        json_event(&Chunk {
+    fn chunk(&mut self, choices: &[ChunkChoice<'_>], usage: Option<Option<&RawValue>>) -> Event {
+        let chunk = Chunk {
             id: &self.answer.id,
             object: "chat.completion.chunk",
             created: self.answer.created,
             model: &self.model,
             choices,
             usage,
-        })
+        };
+        relay::json_event(Event::default(), &chunk, &mut self.json, ENCODING_FAILED)
     }
 
     fn fail(&mut self, error: &Error) -> Event {
         self.failed = true;
-        json_event(&error.body())
+        relay::json_event(
+            Event::default(),
+            &error.body(),
+            &mut self.json,
+            ENCODING_FAILED,
+        )
     }
 }
 
@@ -363,12 +372,6 @@ struct FunctionDelta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     arguments: &'a str,
-}
-
-fn json_event(value: &impl Serialize) -> Event {
-    Event::default()
-        .json_data(value)
-        .unwrap_or_else(|_| Event::default().data(ENCODING_FAILED))
 }
 
 // ---- not streaming: one chat.completion -----------------------------------
