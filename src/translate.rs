@@ -350,7 +350,7 @@ fn error_event_message(data: &str) -> Cow<'_, str> {
         Some(ErrorPayload {
             message: Some(message),
             ..
-        }) if !message.is_empty() => message,
+        }) if !message.is_empty() => message.0,
         _ => Cow::Borrowed(data),
     }
 }
@@ -365,6 +365,7 @@ fn describe_error(error: &RawValue) -> Cow<'_, str> {
         serde_json::from_str::<ErrorObject<'_>>(text)
             .ok()
             .and_then(|object| object.message)
+            .map(|message| message.0)
     } else {
         None
     };
@@ -388,7 +389,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
 }
 
 // Upstream wire shapes. Only the fields we read are declared; serde skips the
-// rest. Strings are `Cow` so that text without escapes is borrowed from the chunk.
+// rest. Strings are borrowed from the chunk when they hold no escapes.
 
 #[derive(Deserialize)]
 struct Chunk<'a> {
@@ -401,9 +402,9 @@ struct Chunk<'a> {
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    object: Option<Cow<'a, str>>,
+    object: Option<Text<'a>>,
     #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
+    message: Option<Text<'a>>,
 }
 
 /// Groq reports usage under `x_groq` (and, lately, also at the top level).
@@ -420,7 +421,7 @@ struct Choice<'a> {
     #[serde(borrow, default)]
     delta: Option<Delta<'a>>,
     #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -428,11 +429,11 @@ struct Delta<'a> {
     #[serde(borrow, default)]
     content: Option<Content<'a>>,
     #[serde(borrow, default)]
-    refusal: Option<Cow<'a, str>>,
+    refusal: Option<Text<'a>>,
     #[serde(borrow, default)]
-    reasoning_content: Option<Cow<'a, str>>,
+    reasoning_content: Option<Text<'a>>,
     #[serde(borrow, default)]
-    reasoning: Option<Cow<'a, str>>,
+    reasoning: Option<Text<'a>>,
     #[serde(borrow, default)]
     tool_calls: Option<Vec<ToolCallDelta<'a>>>,
     #[serde(borrow, default)]
@@ -444,7 +445,7 @@ struct ToolCallDelta<'a> {
     #[serde(default)]
     index: Option<u32>,
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(borrow, default)]
     function: Option<FunctionDelta<'a>>,
 }
@@ -452,9 +453,50 @@ struct ToolCallDelta<'a> {
 #[derive(Deserialize)]
 struct FunctionDelta<'a> {
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Text<'a>>,
     #[serde(borrow, default)]
-    arguments: Option<Cow<'a, str>>,
+    arguments: Option<Text<'a>>,
+}
+
+/// A string field, borrowed from the chunk when it holds no escapes. A plain
+/// `Cow` would not do: behind an `Option`, serde's `borrow` falls back to an
+/// owned copy, an allocation per chunk for `object` alone.
+struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(text)))
+    }
 }
 
 /// `delta.content` and a thinking part's `thinking`: a string or a list of parts.
@@ -466,9 +508,9 @@ enum Content<'a> {
 #[derive(Deserialize)]
 struct Part<'a> {
     #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Text<'a>>,
     #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    text: Option<Text<'a>>,
     #[serde(borrow, default)]
     thinking: Option<Content<'a>>,
 }
@@ -516,13 +558,13 @@ struct ErrorPayload<'a> {
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
+    message: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
 struct ErrorObject<'a> {
     #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
+    message: Option<Text<'a>>,
 }
 
 #[cfg(test)]
@@ -545,6 +587,18 @@ mod tests {
 
     /// One dispatched upstream SSE event: (event type, data).
     type Input = (&'static str, String);
+
+    #[test]
+    fn chunk_strings_are_borrowed_unless_escaped() {
+        use super::{Chunk, Cow};
+        let chunk: Chunk<'_> =
+            serde_json::from_str(r#"{"object":"chat.completion.chunk","message":"a\nb"}"#).unwrap();
+        assert!(matches!(
+            chunk.object.map(|text| text.0),
+            Some(Cow::Borrowed("chat.completion.chunk"))
+        ));
+        assert!(matches!(chunk.message.map(|text| text.0), Some(Cow::Owned(m)) if m == "a\nb"));
+    }
 
     fn msg(data: &str) -> Input {
         ("message", data.to_owned())

@@ -2,13 +2,14 @@
 //! fields well, but fed raw network chunks it panics on a leading BOM, re-copies its buffer for
 //! every line (quadratic), holds back or loses events that end in a lone CR, and stalls forever
 //! after an invalid UTF-8 byte. So a small byte-level framer sits in front of it and hands it
-//! only whole, validated, LF-terminated lines, one at a time.
+//! only whole, validated, LF-terminated lines: each event's lines together, in one piece, and
+//! never more than a few lines at a time.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::{Bytes, BytesMut};
 use eventsource_stream::{EventStream, EventStreamError};
 use futures_util::{Stream, StreamExt, future};
 
@@ -83,10 +84,14 @@ where
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 const BLANK_LINE: &[u8] = b"\n";
+/// The most lines handed over in one piece. Every piece costs eventsource-stream a pass and two
+/// allocations, so an event's lines go together; but it re-copies what follows each line it
+/// parses, so a piece of `n` lines costs up to `n` times its length, and this bounds that.
+const MAX_PIECE_LINES: usize = 8;
 
-/// Splits the body into lines and passes eventsource-stream one line per item, so its buffer
-/// never holds more than one line and its per-line `split_off` never copies anything. Whole
-/// event blocks would not do: an event of many short lines would still be quadratic.
+/// Splits the body into lines and passes eventsource-stream the lines of each event in one
+/// piece, ending with the blank line that dispatches it; an event of more lines than
+/// [`MAX_PIECE_LINES`] goes over in several pieces.
 struct Framer<S, B> {
     body: Pin<Box<S>>,
     chunk: Option<B>,
@@ -106,7 +111,9 @@ impl<S, B> Framer<S, B> {
             chunk: None,
             pos: 0,
             lines: Lines {
-                partial: Vec::new(),
+                piece: BytesMut::new(),
+                line_start: 0,
+                piece_lines: 0,
                 event_bytes: 0,
                 limit,
                 bom_seen: Some(0),
@@ -124,7 +131,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
 {
-    type Item = Result<Cow<'static, [u8]>, SseError<E>>;
+    type Item = Result<Bytes, SseError<E>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -134,12 +141,12 @@ where
             // `&s[1..]`, which panics on the 3-byte U+FEFF. The real BOM never reaches it, but a
             // second one is data and may open the first line; a blank line with nothing pending
             // dispatches nothing and makes sure that check only ever sees '\n'.
-            return Poll::Ready(Some(Ok(Cow::Borrowed(BLANK_LINE))));
+            return Poll::Ready(Some(Ok(Bytes::from_static(BLANK_LINE))));
         }
         while !this.done {
             if let Some(chunk) = &this.chunk {
                 let bytes = chunk.as_ref();
-                let item = this.lines.next_line(bytes, &mut this.pos);
+                let item = this.lines.next_piece(bytes, &mut this.pos);
                 if this.pos >= bytes.len() {
                     this.chunk = None;
                 }
@@ -157,8 +164,8 @@ where
                     this.done = true;
                     return Poll::Ready(Some(Err(SseError::Transport(err))));
                 }
-                // Dropping the unterminated last line here, and eventsource-stream dropping an
-                // event no blank line completed, is the WHATWG rule for a stream that ends.
+                // Dropping the unterminated last line and the lines of an event no blank line
+                // completed is the WHATWG rule for a stream that ends.
                 None => this.done = true,
             }
         }
@@ -167,9 +174,15 @@ where
 }
 
 struct Lines {
-    /// The start of the current line, carried over from earlier chunks.
-    partial: Vec<u8>,
-    /// Bytes of the lines already handed over for the event not yet dispatched.
+    /// The complete lines not handed over yet, then the start of the current line. Pieces are
+    /// split off it, and it takes its memory back once eventsource-stream has copied a piece,
+    /// so a steady stream allocates nothing here.
+    piece: BytesMut,
+    /// Where the current line starts in `piece`.
+    line_start: usize,
+    /// Complete lines in `piece`.
+    piece_lines: usize,
+    /// Bytes of the lines collected for the event not dispatched yet.
     event_bytes: usize,
     limit: usize,
     /// How many bytes of a leading BOM arrived so far, until the stream start is settled.
@@ -181,13 +194,13 @@ struct Lines {
 }
 
 impl Lines {
-    /// Advances `pos` through `bytes` until a line for the parser is ready or an error occurs;
+    /// Advances `pos` through `bytes` until a piece for the parser is ready or an error occurs;
     /// `None` means `bytes` is used up.
-    fn next_line<E>(
+    fn next_piece<E>(
         &mut self,
         bytes: &[u8],
         pos: &mut usize,
-    ) -> Option<Result<Cow<'static, [u8]>, SseError<E>>> {
+    ) -> Option<Result<Bytes, SseError<E>>> {
         if let Some(seen) = self.bom_seen {
             self.skip_bom(&bytes[*pos..], seen, pos);
         }
@@ -198,7 +211,8 @@ impl Lines {
                 *pos += 1;
                 continue;
             }
-            if rest[0] == b':' && self.partial.is_empty() && !self.in_comment {
+            let line_so_far = self.piece.len() - self.line_start;
+            if rest[0] == b':' && line_so_far == 0 && !self.in_comment {
                 self.in_comment = true;
             }
             // CR and LF never occur inside a multi-byte UTF-8 sequence, so splitting bytes
@@ -208,10 +222,10 @@ impl Lines {
                 if self.in_comment {
                     return None;
                 }
-                if self.event_bytes + self.partial.len() + rest.len() > self.limit {
+                if self.event_bytes + line_so_far + rest.len() > self.limit {
                     return Some(Err(SseError::TooLong { limit: self.limit }));
                 }
-                self.partial.extend_from_slice(rest);
+                self.piece.extend_from_slice(rest);
                 return None;
             };
             *pos += end + 1;
@@ -235,36 +249,48 @@ impl Lines {
             self.bom_seen = Some(seen + n).filter(|&seen| seen < BOM.len());
         } else {
             // What looked like the start of a BOM was the start of the first line.
-            self.partial.extend_from_slice(&BOM[..seen]);
+            self.piece.extend_from_slice(&BOM[..seen]);
             self.bom_seen = None;
         }
     }
 
-    fn finish<E>(&mut self, tail: &[u8]) -> Option<Result<Cow<'static, [u8]>, SseError<E>>> {
-        let len = self.partial.len() + tail.len();
+    /// Ends the current line with `tail`; a piece when the line dispatches an event or fills
+    /// the piece.
+    fn finish<E>(&mut self, tail: &[u8]) -> Option<Result<Bytes, SseError<E>>> {
+        let len = self.piece.len() - self.line_start + tail.len();
         if len == 0 {
             // With nothing pending a blank line would dispatch nothing.
             if self.event_bytes == 0 {
                 return None;
             }
             self.event_bytes = 0;
-            return Some(Ok(Cow::Borrowed(BLANK_LINE)));
+            if self.piece.is_empty() {
+                return Some(Ok(Bytes::from_static(BLANK_LINE)));
+            }
+            self.piece.extend_from_slice(BLANK_LINE);
+            return Some(Ok(self.split_piece()));
         }
         self.event_bytes += len;
         if self.event_bytes > self.limit {
             return Some(Err(SseError::TooLong { limit: self.limit }));
         }
-        let mut line = std::mem::take(&mut self.partial);
-        line.reserve_exact(tail.len() + 1);
-        line.extend_from_slice(tail);
+        self.piece.extend_from_slice(tail);
         // Only whole lines are decoded, so characters split across chunks are fine. A bad byte
         // ends the stream instead of turning into U+FFFD: a corrupt answer must not look
         // complete.
-        if std::str::from_utf8(&line).is_err() {
+        if std::str::from_utf8(&self.piece[self.line_start..]).is_err() {
             return Some(Err(SseError::InvalidUtf8));
         }
-        line.push(b'\n');
-        Some(Ok(Cow::Owned(line)))
+        self.piece.extend_from_slice(b"\n");
+        self.line_start = self.piece.len();
+        self.piece_lines += 1;
+        (self.piece_lines == MAX_PIECE_LINES).then(|| Ok(self.split_piece()))
+    }
+
+    fn split_piece(&mut self) -> Bytes {
+        self.line_start = 0;
+        self.piece_lines = 0;
+        self.piece.split().freeze()
     }
 }
 
@@ -677,19 +703,110 @@ mod tests {
             assert!(outcome.error.is_none());
             assert_eq!(data(&outcome.events), ["x"]);
 
-            // What reaches eventsource-stream: the priming blank line, the data line and the
-            // blank line ending it; nothing of the comments or of the blank lines after them,
-            // and the framer holds nothing back.
-            let body = stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
-            let mut framer = Framer::new(body, 64);
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut handed = Vec::new();
-            while let Poll::Ready(Some(item)) = Pin::new(&mut framer).poll_next(&mut cx) {
-                handed.push(item.unwrap().into_owned());
-            }
-            assert_eq!(handed, [&b"\n"[..], b"data: x\n", b"\n"]);
-            assert_eq!(framer.lines.partial.capacity(), 0);
+            // What reaches eventsource-stream: the priming blank line, then the data line with
+            // the blank line ending it; nothing of the comments or of the blank lines after
+            // them, and the framer holds nothing back.
+            let handed = handed(chunks, 64);
+            assert_eq!(handed.pieces, [&b"\n"[..], b"data: x\n\n"]);
+            assert_eq!(handed.held, 0);
+            assert!(handed.capacity < 64, "{}", handed.capacity);
         }
+    }
+
+    struct Handed {
+        pieces: Vec<Vec<u8>>,
+        /// Bytes the framer still holds at the end.
+        held: usize,
+        /// What its buffer can hold without allocating.
+        capacity: usize,
+    }
+
+    /// The pieces the framer hands eventsource-stream for `chunks`.
+    fn handed(chunks: Vec<Vec<u8>>, limit: usize) -> Handed {
+        let body = stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+        let mut framer = Framer::new(body, limit);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut pieces = Vec::new();
+        while let Poll::Ready(Some(item)) = Pin::new(&mut framer).poll_next(&mut cx) {
+            pieces.push(item.unwrap().to_vec());
+        }
+        Handed {
+            pieces,
+            held: framer.lines.piece.len(),
+            capacity: framer.lines.piece.capacity(),
+        }
+    }
+
+    #[test]
+    fn each_event_goes_over_in_one_piece_of_at_most_max_piece_lines() {
+        // Two events of many lines: one whose blank line comes alone, one whose does not.
+        let long = format!(
+            "event: e\n{}\n",
+            "data: d\n".repeat(MAX_PIECE_LINES * 2 - 1)
+        );
+        let longer = format!(
+            "event: e\n{}\n",
+            "data: d\n".repeat(MAX_PIECE_LINES * 2 + 2)
+        );
+        let text = format!(": hi\n\ndata: a\r\nid: 1\r\n\r\n{long}{longer}data: b\rdata: c\r\r");
+        for chunks in [
+            whole(text.as_bytes()),
+            bytewise(text.as_bytes()),
+            random_pieces(text.as_bytes(), 3),
+        ] {
+            let events = parse(chunks.clone(), LIMIT).events;
+            let d = |n| vec!["d"; n].join("\n");
+            assert_eq!(
+                data(&events),
+                [
+                    "a",
+                    &d(MAX_PIECE_LINES * 2 - 1),
+                    &d(MAX_PIECE_LINES * 2 + 2),
+                    "b\nc"
+                ]
+            );
+            assert_eq!(events[1].event, "e");
+            let handed = handed(chunks, LIMIT);
+            let mut want: Vec<Vec<u8>> = vec![b"\n".to_vec(), b"data: a\nid: 1\n\n".to_vec()];
+            for event in [&long, &longer] {
+                // Full pieces, then the rest of the lines with the blank line ending the event.
+                let lines: Vec<&str> = event.split_inclusive('\n').collect();
+                let full = (lines.len() - 1) / MAX_PIECE_LINES * MAX_PIECE_LINES;
+                for piece in lines[..full].chunks(MAX_PIECE_LINES) {
+                    want.push(piece.concat().into_bytes());
+                }
+                want.push(lines[full..].concat().into_bytes());
+            }
+            want.push(b"data: b\ndata: c\n\n".to_vec());
+            assert_eq!(handed.pieces, want);
+            assert_eq!(handed.held, 0);
+        }
+    }
+
+    #[test]
+    fn a_steady_stream_reuses_the_framer_buffer() {
+        // Each piece is dropped before the next is made, as eventsource-stream does after
+        // copying it, so the buffer keeps the one allocation it grew to.
+        let event = format!("data: {}\n\n", "t".repeat(40));
+        let body = stream::iter((0..100).map(|_| Ok::<_, Infallible>(event.clone().into_bytes())));
+        let mut framer = Framer::new(body, LIMIT);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut addresses = std::collections::HashSet::new();
+        let mut count = 0;
+        while let Poll::Ready(Some(item)) = Pin::new(&mut framer).poll_next(&mut cx) {
+            let piece = item.unwrap();
+            if piece.len() > 1 {
+                assert_eq!(piece, event.trim_end_matches('\n').to_owned() + "\n\n");
+                addresses.insert(piece.as_ptr());
+                count += 1;
+            }
+        }
+        assert_eq!(count, 100);
+        assert_eq!(
+            addresses.len(),
+            1,
+            "every piece should reuse the same memory"
+        );
     }
 
     #[derive(Debug)]
