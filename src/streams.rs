@@ -455,7 +455,7 @@ impl Generation {
 
     fn append(&self, event: StreamEvent) {
         let registry = &self.registry;
-        let wakers = {
+        let (one, many) = {
             let mut log = lock(&self.log);
             let size = log.events.push(event);
             log.bytes += size;
@@ -464,9 +464,16 @@ impl Generation {
             if lost_listener && log.positions.is_empty() {
                 self.listeners_changed.notify_waiters();
             }
-            std::mem::take(&mut log.wakers)
+            // One follower is the usual case: popping its waker keeps the
+            // list's memory, where taking the list would allocate a new one
+            // for every token.
+            if log.wakers.len() > 1 {
+                (None, std::mem::take(&mut log.wakers))
+            } else {
+                (log.wakers.pop(), Vec::new())
+            }
         };
-        wakers.into_iter().for_each(Waker::wake);
+        one.into_iter().chain(many).for_each(Waker::wake);
     }
 
     /// Drops the oldest events beyond the per-stream bound (keeping the
