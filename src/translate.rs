@@ -501,7 +501,7 @@ impl<'de> Visitor<'de> for TextVisitor {
 
 /// `delta.content` and a thinking part's `thinking`: a string or a list of parts.
 enum Content<'a> {
-    Text(Cow<'a, str>),
+    Text(Text<'a>),
     Parts(Vec<Part<'a>>),
 }
 
@@ -532,16 +532,16 @@ impl<'de> Visitor<'de> for ContentVisitor {
         formatter.write_str("a string or an array of content parts")
     }
 
-    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
-        Ok(Content::Text(Cow::Borrowed(text)))
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        TextVisitor.visit_borrowed_str(text).map(Content::Text)
     }
 
-    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
-        Ok(Content::Text(Cow::Owned(text.to_owned())))
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        TextVisitor.visit_str(text).map(Content::Text)
     }
 
-    fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
-        Ok(Content::Text(Cow::Owned(text)))
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+        TextVisitor.visit_string(text).map(Content::Text)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
