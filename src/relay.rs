@@ -131,8 +131,16 @@ pub fn json_event(
         .ok()
         .and_then(|()| std::str::from_utf8(json).ok())
         .unwrap_or(fallback);
-    event.data(data)
+    let event = event.data(data);
+    // A rare long event must not keep its memory for the rest of the stream.
+    if json.capacity() > KEEP_JSON_BYTES {
+        *json = Vec::new();
+    }
+    event
 }
+
+/// [`json_event`] keeps its buffer for the next event unless it grew past this.
+const KEEP_JSON_BYTES: usize = 16 * 1024;
 
 /// A batch stops growing here, so one slow client never holds a large buffer.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
@@ -318,6 +326,17 @@ mod tests {
     async fn next(body: &mut axum::body::BodyDataStream) -> String {
         let bytes = body.next().await.and_then(Result::ok).unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn json_events_keep_a_small_buffer_only() {
+        // What the event says is the framing tests' business.
+        let mut json = Vec::new();
+        let _ = json_event(Event::default(), &"hi", &mut json, "");
+        assert_eq!(json, br#""hi""#);
+        let long = "x".repeat(KEEP_JSON_BYTES * 2);
+        let _ = json_event(Event::default(), &long, &mut json, "");
+        assert_eq!(json.capacity(), 0);
     }
 
     #[tokio::test]

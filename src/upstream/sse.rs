@@ -89,6 +89,10 @@ const BLANK_LINE: &[u8] = b"\n";
 /// parses, so a piece of `n` lines costs up to `n` times its length, and this bounds that.
 const MAX_PIECE_LINES: usize = 8;
 
+/// The framer keeps its buffer for the next piece unless the last one was
+/// longer than this.
+const KEEP_PIECE_BYTES: usize = 16 * 1024;
+
 /// Splits the body into lines and passes eventsource-stream the lines of each event in one
 /// piece, ending with the blank line that dispatches it; an event of more lines than
 /// [`MAX_PIECE_LINES`] goes over in several pieces.
@@ -290,7 +294,12 @@ impl Lines {
     fn split_piece(&mut self) -> Bytes {
         self.line_start = 0;
         self.piece_lines = 0;
-        self.piece.split().freeze()
+        let piece = self.piece.split().freeze();
+        // A rare long event must not keep its memory for the rest of the stream.
+        if piece.len() > KEEP_PIECE_BYTES {
+            self.piece = BytesMut::new();
+        }
+        piece
     }
 }
 
@@ -807,6 +816,17 @@ mod tests {
             1,
             "every piece should reuse the same memory"
         );
+    }
+
+    #[test]
+    fn a_long_event_does_not_keep_its_memory() {
+        // The short event after it would otherwise take back the long one's buffer.
+        let long = format!("data: {}\n\n", "x".repeat(KEEP_PIECE_BYTES * 4));
+        let text = format!("{long}data: y\n\n");
+        let handed = handed(whole(text.as_bytes()), LIMIT);
+        assert_eq!(handed.pieces.len(), 3);
+        assert_eq!(handed.pieces[2], b"data: y\n\n");
+        assert!(handed.capacity < KEEP_PIECE_BYTES, "{}", handed.capacity);
     }
 
     #[derive(Debug)]
