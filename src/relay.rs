@@ -10,7 +10,6 @@
 //! that comes alone, and the opening of every stream, leave at once.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,7 +40,7 @@ pub fn response(
 ) -> Response {
     let prefix = id.to_string();
     let mut scratch = Scratch {
-        event_id: String::with_capacity(prefix.len() + 8),
+        event_id: format!("{prefix}:"),
         json: Vec::new(),
     };
     let retry = stream::once(async { Event::default().retry(RECONNECT_AFTER) });
@@ -79,7 +78,7 @@ pub fn sse(
 
 /// Buffers one follower reuses from event to event.
 struct Scratch {
-    /// The `id:` value.
+    /// The `id:` value: the stream id and a colon, then the sequence number.
     event_id: String,
     /// The `data:` value; see [`json_event`].
     json: Vec<u8>,
@@ -88,8 +87,8 @@ struct Scratch {
 fn frame(prefix: &str, scratch: &mut Scratch, entry: Entry) -> Event {
     match entry {
         Entry::Event { seq, event } => {
-            scratch.event_id.clear();
-            let _ = write!(scratch.event_id, "{prefix}:{seq}");
+            scratch.event_id.truncate(prefix.len() + 1);
+            push_decimal(&mut scratch.event_id, seq);
             // Our own types always serialize; a failure would be a bug, and
             // the client is still told rather than shown a silent gap.
             json_event(
@@ -113,6 +112,21 @@ fn frame(prefix: &str, scratch: &mut Scratch, entry: Entry) -> Event {
             })
         }
     }
+}
+
+/// Appends `n` in decimal: `write!` cost more than the rest of an event id.
+fn push_decimal(text: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    text.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 /// `event` with `value` as its JSON `data:`, or `fallback` should `value`
@@ -326,6 +340,15 @@ mod tests {
     async fn next(body: &mut axum::body::BodyDataStream) -> String {
         let bytes = body.next().await.and_then(Result::ok).unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            let mut text = String::from("id:");
+            push_decimal(&mut text, n);
+            assert_eq!(text, format!("id:{n}"));
+        }
     }
 
     #[test]
