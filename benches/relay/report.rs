@@ -61,7 +61,7 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The targets for one scenario; `None` where it sets none.
+/// The targets for one scenario; `None` where there is none.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Targets {
     pub added_p50_ms: Option<f64>,
