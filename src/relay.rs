@@ -107,9 +107,12 @@ fn frame(prefix: &str, scratch: &mut Scratch, entry: Entry) -> Event {
                      resume from there or start a new generation"
                 ),
             );
-            Event::default().json_data(&error).unwrap_or_else(|_| {
-                Event::default().data(r#"{"type":"error","code":"resume_gap"}"#)
-            })
+            json_event(
+                Event::default(),
+                &error,
+                &mut scratch.json,
+                r#"{"type":"error","code":"resume_gap"}"#,
+            )
         }
     }
 }
