@@ -412,7 +412,9 @@ impl Generation {
         let tokens = events.iter().filter(|event| event.is_text()).count() as u64;
         if tokens > 0 {
             self.registry.metrics.tokens(tokens);
-            let mut log = lock(&self.log);
+        }
+        let mut log = lock(&self.log);
+        if tokens > 0 {
             log.tokens += tokens;
             if log.first_token.is_none() {
                 let now = Instant::now();
@@ -424,8 +426,9 @@ impl Generation {
             }
         }
         for event in events.drain(..) {
-            self.append(event);
+            self.keep(&mut log, event);
         }
+        wake_followers(log);
     }
 
     /// One log line per finished stream, and the in-stream failure metrics.
@@ -454,26 +457,19 @@ impl Generation {
     }
 
     fn append(&self, event: StreamEvent) {
-        let registry = &self.registry;
-        let (one, many) = {
-            let mut log = lock(&self.log);
-            let size = log.events.push(event);
-            log.bytes += size;
-            registry.total_bytes.fetch_add(size, Ordering::Relaxed);
-            let lost_listener = self.trim(&mut log);
-            if lost_listener && log.positions.is_empty() {
-                self.listeners_changed.notify_waiters();
-            }
-            // One follower is the usual case: popping its waker keeps the
-            // list's memory, where taking the list would allocate a new one
-            // for every token.
-            if log.wakers.len() > 1 {
-                (None, std::mem::take(&mut log.wakers))
-            } else {
-                (log.wakers.pop(), Vec::new())
-            }
-        };
-        one.into_iter().chain(many).for_each(Waker::wake);
+        let mut log = lock(&self.log);
+        self.keep(&mut log, event);
+        wake_followers(log);
+    }
+
+    fn keep(&self, log: &mut Log, event: StreamEvent) {
+        let size = log.events.push(event);
+        log.bytes += size;
+        self.registry.total_bytes.fetch_add(size, Ordering::Relaxed);
+        let lost_listener = self.trim(log);
+        if lost_listener && log.positions.is_empty() {
+            self.listeners_changed.notify_waiters();
+        }
     }
 
     /// Drops the oldest events beyond the per-stream bound (keeping the
@@ -504,14 +500,11 @@ impl Generation {
 
     fn finish(&self) {
         lock(&self.running).take();
-        let wakers = {
-            let mut log = lock(&self.log);
-            log.finished = true;
-            // Nothing grows a finished log; it is kept for the TTL as it is.
-            log.events.shrink_to_fit();
-            std::mem::take(&mut log.wakers)
-        };
-        wakers.into_iter().for_each(Waker::wake);
+        let mut log = lock(&self.log);
+        log.finished = true;
+        // Nothing grows a finished log; it is kept for the TTL as it is.
+        log.events.shrink_to_fit();
+        wake_followers(log);
     }
 
     fn forget(&self) {
@@ -832,6 +825,19 @@ impl Drop for Follower {
             self.generation.listeners_changed.notify_waiters();
         }
     }
+}
+
+/// Wakes the followers waiting for `log` to grow, once it is unlocked.
+fn wake_followers(mut log: MutexGuard<'_, Log>) {
+    // One follower is the usual case: popping its waker keeps the list's
+    // memory, where taking the list would allocate a new one for every token.
+    let (one, many) = if log.wakers.len() > 1 {
+        (None, std::mem::take(&mut log.wakers))
+    } else {
+        (log.wakers.pop(), Vec::new())
+    };
+    drop(log);
+    one.into_iter().chain(many).for_each(Waker::wake);
 }
 
 /// Our locks guard plain data and are never held across an await, so a
