@@ -10,11 +10,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::upstream::truncate;
 use crate::wire::{ErrorCode, FinishReason, StreamEvent};
-
-/// Upstream error messages longer than this (in chars) are cut, so that a
-/// provider echoing a whole prompt or payload cannot flood clients and logs.
-pub const MAX_ERROR_MESSAGE_CHARS: usize = 1_000;
 
 /// Parser errors can quote the offending value; keep only enough to diagnose.
 const MAX_REASON_CHARS: usize = 200;
@@ -25,18 +22,27 @@ const UNKNOWN_UPSTREAM_ERROR: &str = "the upstream reported an error";
 
 /// Providers spell the same stop conditions differently; matched case-insensitively
 /// because native APIs (Gemini) use upper case and some compat layers pass it through.
-const FINISH_REASONS: [(&str, FinishReason); 11] = [
+/// A reason outside this table is not taken for a success (README, "How it
+/// behaves where the contract is silent").
+const FINISH_REASONS: [(&str, FinishReason); 18] = [
     ("stop", FinishReason::Stop),
     ("end_turn", FinishReason::Stop),
     ("stop_sequence", FinishReason::Stop),
     ("eos", FinishReason::Stop),
     ("length", FinishReason::Length),
     ("max_tokens", FinishReason::Length),
+    ("max_output_tokens", FinishReason::Length),
+    ("model_length", FinishReason::Length),
     ("tool_calls", FinishReason::ToolCalls),
     ("function_call", FinishReason::ToolCalls),
     ("tool_use", FinishReason::ToolCalls),
     ("content_filter", FinishReason::ContentFilter),
     ("safety", FinishReason::ContentFilter),
+    ("recitation", FinishReason::ContentFilter),
+    ("refusal", FinishReason::ContentFilter),
+    ("blocklist", FinishReason::ContentFilter),
+    ("prohibited_content", FinishReason::ContentFilter),
+    ("spii", FinishReason::ContentFilter),
 ];
 
 /// Per-stream state: what must survive from one chunk to the next.
@@ -126,6 +132,9 @@ impl Translator {
     fn apply(&mut self, chunk: &Chunk<'_>, out: &mut Vec<StreamEvent>) {
         for choice in chunk.choices.iter().flatten() {
             self.apply_choice(choice, out);
+            if self.done {
+                return;
+            }
         }
         // Checked after the deltas so that text arriving alongside the error is
         // not lost, and even after a finish_reason: the stream did not end cleanly.
@@ -190,9 +199,20 @@ impl Translator {
             }
         }
         if let Some(reason) = non_empty(choice.finish_reason.as_deref()) {
+            let Some(normalized) = normalize_finish_reason(reason) else {
+                // OpenRouter ends a failed generation with `"error"`; other
+                // reasons we do not know may mean anything, so none of them
+                // may pass for a complete answer.
+                let message = format!(
+                    "the upstream ended the generation with finish_reason `{}`",
+                    truncate(reason.to_owned(), MAX_REASON_CHARS)
+                );
+                self.fail(ErrorCode::UpstreamError, &message, out);
+                return;
+            };
             let keep_current = self.finish.is_some_and(|(seen, _)| seen == 0 || index != 0);
             if !keep_current {
-                self.finish = Some((index, normalize_finish_reason(reason)));
+                self.finish = Some((index, normalized));
             }
         }
     }
@@ -248,21 +268,26 @@ impl Translator {
         self.done = true;
         out.push(StreamEvent::error(
             code,
-            truncate(message.trim(), MAX_ERROR_MESSAGE_CHARS),
+            // Whole: `upstream` masks our key in it before cutting it short,
+            // which it could not do for a key that a cut here had split.
+            message.trim(),
         ));
     }
 
     fn fail_not_json(&mut self, reason: &str, out: &mut Vec<StreamEvent>) {
-        let message = format!("{NOT_JSON}: {}", truncate(reason, MAX_REASON_CHARS));
+        let message = format!(
+            "{NOT_JSON}: {}",
+            truncate(reason.to_owned(), MAX_REASON_CHARS)
+        );
         self.fail(ErrorCode::InvalidUpstreamData, &message, out);
     }
 }
 
-fn normalize_finish_reason(reason: &str) -> FinishReason {
+fn normalize_finish_reason(reason: &str) -> Option<FinishReason> {
     FINISH_REASONS
         .iter()
         .find(|(name, _)| reason.eq_ignore_ascii_case(name))
-        .map_or(FinishReason::Stop, |&(_, normalized)| normalized)
+        .map(|&(_, normalized)| normalized)
 }
 
 /// Only choices other than the first are tagged, so single-choice clients never see the field.
@@ -372,19 +397,6 @@ fn describe_error(error: &RawValue) -> Cow<'_, str> {
     match message {
         Some(message) if !message.trim().is_empty() => message,
         _ => Cow::Borrowed(text),
-    }
-}
-
-/// Cuts at a char boundary and marks the cut, so a reader knows text is missing.
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => {
-            let mut short = String::with_capacity(cut + '…'.len_utf8());
-            short.push_str(text.get(..cut).unwrap_or_default());
-            short.push('…');
-            short
-        }
-        None => text.to_owned(),
     }
 }
 
@@ -579,7 +591,7 @@ mod tests {
     use serde_json::value::RawValue;
     use serde_json::{Value, json};
 
-    use super::{MAX_ERROR_MESSAGE_CHARS, Translator};
+    use super::Translator;
     use crate::wire::{ErrorCode, FinishReason, StreamEvent};
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream/");
@@ -762,6 +774,50 @@ mod tests {
                 ],
                 false,
                 vec![token("Hel"), token("lo"), stop()],
+            ),
+            case(
+                "finish_reason error is an upstream error, not a stop",
+                vec![delta(r#"{"content":"Hal"}"#), finish_chunk("error"), done()],
+                false,
+                vec![
+                    token("Hal"),
+                    upstream_error("the upstream ended the generation with finish_reason `error`"),
+                ],
+            ),
+            case(
+                "an unknown finish_reason is never a success",
+                vec![finish_chunk("insufficient_system_resource"), done()],
+                false,
+                vec![upstream_error(
+                    "the upstream ended the generation with finish_reason `insufficient_system_resource`",
+                )],
+            ),
+            case(
+                "an unknown finish_reason of another choice fails the stream too",
+                vec![
+                    choice(0, r#"{"content":"a"}"#, r#""stop""#),
+                    choice(1, r#"{"content":"b"}"#, r#""abort""#),
+                    choice(2, r#"{"content":"c"}"#, "null"),
+                    done(),
+                ],
+                false,
+                vec![
+                    token("a"),
+                    token_in(1, "b"),
+                    upstream_error("the upstream ended the generation with finish_reason `abort`"),
+                ],
+            ),
+            case(
+                "provider spellings of length and content filtering",
+                vec![finish_chunk("MAX_OUTPUT_TOKENS"), done()],
+                false,
+                vec![finish(FinishReason::Length, None)],
+            ),
+            case(
+                "Gemini's RECITATION is content filtering",
+                vec![finish_chunk("RECITATION"), done()],
+                false,
+                vec![finish(FinishReason::ContentFilter, None)],
             ),
             case(
                 "escaped content is unescaped",
@@ -1296,8 +1352,6 @@ mod tests {
             ("content_filter", FinishReason::ContentFilter),
             ("safety", FinishReason::ContentFilter),
             ("SAFETY", FinishReason::ContentFilter),
-            ("error", FinishReason::Stop),
-            ("something_new", FinishReason::Stop),
         ];
         let failures: Vec<String> = table
             .iter()
@@ -1337,19 +1391,13 @@ mod tests {
     }
 
     #[test]
-    fn long_upstream_error_messages_are_cut_at_a_char_boundary() {
-        let long = "é".repeat(MAX_ERROR_MESSAGE_CHARS + 500);
+    fn long_upstream_error_messages_are_passed_on_whole_for_masking() {
+        let long = "é".repeat(1_500);
         let (events, _) = run(&[named("error", &long)], false);
-        let [StreamEvent::Error { code, message }] = events.as_slice() else {
-            panic!("expected one error, got {events:?}");
-        };
-        assert_eq!(*code, ErrorCode::UpstreamError);
-        assert_eq!(message.chars().count(), MAX_ERROR_MESSAGE_CHARS + 1);
-        assert!(message.ends_with("é…"), "{message}");
+        assert_eq!(as_json(&events), as_json(&[upstream_error(&long)]));
 
-        let exact = "é".repeat(MAX_ERROR_MESSAGE_CHARS);
-        let (events, _) = run(&[msg(&format!(r#"{{"error":"{exact}"}}"#))], false);
-        assert_eq!(as_json(&events), as_json(&[upstream_error(&exact)]));
+        let (events, _) = run(&[msg(&format!(r#"{{"error":"{long}"}}"#))], false);
+        assert_eq!(as_json(&events), as_json(&[upstream_error(&long)]));
     }
 
     #[test]

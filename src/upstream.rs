@@ -10,6 +10,7 @@
 //! stop generating. [`Upstream::models`] fetches the model list that `/v1`
 //! passes on, with the same refusals.
 
+mod redact;
 mod sse;
 
 use std::pin::Pin;
@@ -20,12 +21,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use tokio::time::{Instant, Sleep};
 
-use crate::config::{Config, Secret, Timeouts};
+use crate::config::{Config, Timeouts};
 use crate::error::Error;
 use crate::wire::{ErrorCode, StreamEvent};
+
+use self::redact::Redactor;
+pub(crate) use self::redact::truncate;
 
 /// An answer this recent makes `/readyz` say yes without asking again.
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -51,7 +55,9 @@ pub struct Upstream {
     models_url: String,
     /// When the upstream last answered anything at all.
     last_answer: Arc<std::sync::Mutex<Option<Instant>>>,
-    api_key: Option<Secret>,
+    api_key: Option<crate::config::Secret>,
+    /// Masks that key in everything the upstream says back.
+    redactor: Redactor,
     timeouts: Timeouts,
     retries: u32,
     max_line_bytes: usize,
@@ -101,6 +107,9 @@ impl Upstream {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("tokenrelay/", env!("CARGO_PKG_VERSION")))
+            // A prompt is never re-sent to another address: a redirect is
+            // answered as the upstream error it is.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| {
                 Error::Internal(format!("could not build the HTTP client: {error}"))
@@ -111,6 +120,7 @@ impl Upstream {
             models_url: format!("{}/models", base_url.trim_end_matches('/')),
             last_answer: Arc::default(),
             api_key: config.upstream_api_key.clone(),
+            redactor: Redactor::new(config.upstream_api_key.as_ref()),
             timeouts: config.timeouts,
             retries: config.upstream_retries,
             max_line_bytes: config.upstream_max_line_bytes,
@@ -155,7 +165,7 @@ impl Upstream {
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
             .body(body);
-        let response = self.send(request).await?;
+        let (response, deadline) = self.send(request).await?;
         let status = response.status();
         if status.is_success() {
             let kind = content_type(response.headers()).map(str::to_owned);
@@ -170,13 +180,16 @@ impl Upstream {
             return Err(Refusal::Final(Error::BadGateway(format!(
                 "the upstream answered with content type `{}` instead of an event stream: {}",
                 kind.as_deref().unwrap_or("none"),
-                error_message(response).await
+                self.explain(response, deadline).await
             ))));
+        }
+        if status.is_redirection() {
+            return Err(Refusal::Final(self.redirected(&response)));
         }
         let retry_after = retry_after(response.headers());
         let error = Error::Upstream {
             status: status.as_u16(),
-            message: error_message(response).await,
+            message: self.explain(response, deadline).await,
         };
         if status.as_u16() == 429 || status.is_server_error() {
             Err(Refusal::Retryable { error, retry_after })
@@ -192,41 +205,46 @@ impl Upstream {
             .client
             .get(&self.models_url)
             .header(ACCEPT, "application/json");
-        let response = self
+        let (response, deadline) = self
             .send(request)
             .await
             .map_err(|refusal| self.redact(refusal.into_error()))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(self.redirected(&response));
+        }
         if !status.is_success() {
             return Err(self.redact(Error::Upstream {
                 status: status.as_u16(),
-                message: error_message(response).await,
+                message: self.explain(response, deadline).await,
             }));
         }
-        let idle = self.timeouts.idle;
-        let body =
-            match tokio::time::timeout(idle, read_prefix(response, MAX_MODELS_BODY_BYTES)).await {
-                Err(_) => {
-                    return Err(Error::UpstreamTimeout(format!(
-                        "the upstream did not finish sending the model list within {} s",
-                        idle.as_secs_f64()
-                    )));
-                }
-                Ok(Prefix {
-                    error: Some(error), ..
-                }) => {
-                    return Err(Error::BadGateway(format!(
-                        "the upstream connection broke while sending the model list ({})",
-                        root_cause(&error)
-                    )));
-                }
-                Ok(Prefix { more: true, .. }) => {
-                    return Err(Error::BadGateway(format!(
-                        "the upstream's model list is longer than {MAX_MODELS_BODY_BYTES} bytes"
-                    )));
-                }
-                Ok(Prefix { bytes, .. }) => bytes,
-            };
+        let body = match read_prefix(response, MAX_MODELS_BODY_BYTES, deadline).await {
+            Prefix {
+                cut: Some(Cut::Deadline),
+                ..
+            } => {
+                return Err(Error::UpstreamTimeout(format!(
+                    "the upstream did not send the whole model list within UPSTREAM_HEADERS_TIMEOUT_SECS ({} s)",
+                    self.timeouts.headers.as_secs_f64()
+                )));
+            }
+            Prefix {
+                cut: Some(Cut::Broken(error)),
+                ..
+            } => {
+                return Err(Error::BadGateway(format!(
+                    "the upstream connection broke while sending the model list ({})",
+                    root_cause(&error)
+                )));
+            }
+            Prefix { more: true, .. } => {
+                return Err(Error::BadGateway(format!(
+                    "the upstream's model list is longer than {MAX_MODELS_BODY_BYTES} bytes"
+                )));
+            }
+            Prefix { bytes, .. } => bytes,
+        };
         serde_json::from_slice::<serde::de::IgnoredAny>(&body)
             .map_err(|_| Error::BadGateway("the upstream's model list is not JSON".to_owned()))?;
         Ok(Bytes::from(body))
@@ -241,10 +259,17 @@ impl Upstream {
 
     /// Sends `request` with our key and waits for the response headers,
     /// within the headers timeout; only connect errors are worth retrying.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Refusal> {
+    /// Also returns the end of that timeout: a refusal's body must arrive
+    /// by then too, or a 401 that never finishes its body would hold the
+    /// client for good.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::Response, Instant), Refusal> {
         let request = self.authorized(request);
         let headers_timeout = self.timeouts.headers;
-        let response = match tokio::time::timeout(headers_timeout, request.send()).await {
+        let deadline = Instant::now() + headers_timeout;
+        let response = match tokio::time::timeout_at(deadline, request.send()).await {
             Err(_) => {
                 return Err(Refusal::Final(Error::UpstreamTimeout(format!(
                     "the upstream sent no response headers within {} s",
@@ -269,7 +294,44 @@ impl Upstream {
             Ok(Ok(response)) => response,
         };
         self.answered();
-        Ok(response)
+        Ok((response, deadline))
+    }
+
+    /// The upstream's own explanation of a refusal, from a bounded prefix
+    /// of its body read until `deadline`, with our key masked.
+    async fn explain(&self, response: reqwest::Response, deadline: Instant) -> String {
+        let prefix = read_prefix(response, MAX_ERROR_BODY_BYTES, deadline).await;
+        // A body cut short still explains as much as it got to say.
+        let mut message = self
+            .redactor
+            .clean(&error_message(&prefix.bytes), MAX_MESSAGE_CHARS);
+        if matches!(prefix.cut, Some(Cut::Deadline)) {
+            message.push_str(&format!(
+                " (the rest of the body did not arrive within UPSTREAM_HEADERS_TIMEOUT_SECS, {} s)",
+                self.timeouts.headers.as_secs_f64()
+            ));
+        }
+        message
+    }
+
+    /// A redirect is refused, not followed: following it would send the
+    /// prompt, and on some clients the key, to an address nobody configured.
+    fn redirected(&self, response: &reqwest::Response) -> Error {
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        let message = match location {
+            Some(location) => format!(
+                "the upstream redirected the request to `{}`, and redirects are not followed; configure that address instead",
+                self.redactor.clean(&location, MAX_MESSAGE_CHARS)
+            ),
+            None => "the upstream redirected the request without saying where, and redirects are not followed".to_owned(),
+        };
+        Error::Upstream {
+            status: response.status().as_u16(),
+            message,
+        }
     }
 
     fn events(&self, response: reqwest::Response, started: Instant) -> UpstreamEvents {
@@ -288,7 +350,7 @@ impl Upstream {
             last_event: Instant::now(),
             deadline: self.timeouts.total.map(|total| (total, started + total)),
             started,
-            api_key: self.api_key.clone(),
+            redactor: self.redactor.clone(),
             finished: false,
         };
         let alarm = events.alarm_after(events.last_event);
@@ -325,25 +387,20 @@ impl Upstream {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 
-    /// Upstreams sometimes quote the key they were sent in their complaint.
+    /// Every message of a refusal, with our key masked once more: the
+    /// upstream's words were masked when read, but a message may also
+    /// quote what the transport said.
     fn redact(&self, error: Error) -> Error {
+        let clean = |message: String| self.redactor.clean(&message, usize::MAX);
         match error {
             Error::Upstream { status, message } => Error::Upstream {
                 status,
-                message: mask(self.api_key.as_ref(), message),
+                message: clean(message),
             },
+            Error::BadGateway(message) => Error::BadGateway(clean(message)),
+            Error::UpstreamTimeout(message) => Error::UpstreamTimeout(clean(message)),
             error => error,
         }
-    }
-}
-
-/// `text` with every occurrence of our key replaced by `***`.
-fn mask(key: Option<&Secret>, text: String) -> String {
-    match key {
-        Some(key) if !key.expose().is_empty() && text.contains(key.expose()) => {
-            text.replace(key.expose(), "***")
-        }
-        _ => text,
     }
 }
 
@@ -402,11 +459,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
 }
 
-/// The upstream's own explanation of an error status, read from a bounded
-/// prefix of its body: `error.message`, a string `error`, `message`, or the text.
-async fn error_message(response: reqwest::Response) -> String {
-    // A body cut short still explains as much as it got to say.
-    let body = read_prefix(response, MAX_ERROR_BODY_BYTES).await.bytes;
+/// The upstream's own explanation in an error body: `error.message`, a
+/// string `error`, `message`, or the text.
+fn error_message(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Envelope {
         error: Option<Inner>,
@@ -418,7 +473,7 @@ async fn error_message(response: reqwest::Response) -> String {
         Text(String),
         Object { message: Option<String> },
     }
-    let message = match serde_json::from_slice::<Envelope>(&body) {
+    let message = match serde_json::from_slice::<Envelope>(body) {
         Ok(Envelope {
             error:
                 Some(
@@ -433,12 +488,12 @@ async fn error_message(response: reqwest::Response) -> String {
             message: Some(text),
             ..
         }) => text,
-        _ => String::from_utf8_lossy(&body).trim().to_owned(),
+        _ => String::from_utf8_lossy(body).trim().to_owned(),
     };
     if message.is_empty() {
         "no message".to_owned()
     } else {
-        truncate(message, MAX_MESSAGE_CHARS)
+        message
     }
 }
 
@@ -447,18 +502,31 @@ struct Prefix {
     bytes: Vec<u8>,
     /// The body went on past `limit`.
     more: bool,
-    /// The body broke off with this error.
-    error: Option<reqwest::Error>,
+    /// Why the body ended before its end, if it did.
+    cut: Option<Cut>,
 }
 
-async fn read_prefix(response: reqwest::Response, limit: usize) -> Prefix {
+enum Cut {
+    Broken(reqwest::Error),
+    /// It had not ended by the deadline.
+    Deadline,
+}
+
+async fn read_prefix(response: reqwest::Response, limit: usize, deadline: Instant) -> Prefix {
     let mut prefix = Prefix {
         bytes: Vec::new(),
         more: false,
-        error: None,
+        cut: None,
     };
     let mut stream = response.bytes_stream();
-    while let Some(piece) = stream.next().await {
+    loop {
+        let Ok(piece) = tokio::time::timeout_at(deadline, stream.next()).await else {
+            prefix.cut = Some(Cut::Deadline);
+            break;
+        };
+        let Some(piece) = piece else {
+            break;
+        };
         match piece {
             Ok(piece) => {
                 let room = limit - prefix.bytes.len();
@@ -471,20 +539,12 @@ async fn read_prefix(response: reqwest::Response, limit: usize) -> Prefix {
                 }
             }
             Err(error) => {
-                prefix.error = Some(error);
+                prefix.cut = Some(Cut::Broken(error));
                 break;
             }
         }
     }
     prefix
-}
-
-fn truncate(mut text: String, max_chars: usize) -> String {
-    if let Some((cut, _)) = text.char_indices().nth(max_chars) {
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
 }
 
 /// The innermost cause, which names the actual problem ("connection
@@ -514,7 +574,7 @@ pub struct UpstreamEvents {
     deadline: Option<(Duration, Instant)>,
     /// When the request was first sent.
     started: Instant,
-    api_key: Option<Secret>,
+    redactor: Redactor,
     finished: bool,
 }
 
@@ -580,11 +640,12 @@ impl UpstreamEvents {
         self.started
     }
 
-    /// Masks our key in upstream error messages before they reach clients.
+    /// Masks our key in upstream error messages, then cuts them short,
+    /// before they reach a client or a log.
     pub fn scrub(&self, events: &mut [StreamEvent]) {
         for event in events {
             if let StreamEvent::Error { message, .. } = event {
-                *message = mask(self.api_key.as_ref(), std::mem::take(message));
+                *message = self.redactor.clean(message, MAX_MESSAGE_CHARS);
             }
         }
     }
@@ -652,11 +713,5 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert_eq!(backoff(0, Some(RETRY_CAP * 2)), None);
-    }
-
-    #[test]
-    fn truncation_keeps_whole_characters() {
-        assert_eq!(truncate("héllo wörld".to_owned(), 4), "héll…");
-        assert_eq!(truncate("short".to_owned(), 10), "short");
     }
 }

@@ -95,6 +95,11 @@ impl Server {
             .to_owned()
     }
 
+    /// Every line logged and not yet read by [`Server::wait_for`].
+    pub(crate) fn logged(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Kills the process outright, as a crash would.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();

@@ -190,6 +190,125 @@ async fn no_response_headers_in_time_is_a_504() {
     assert_still_serves(&app, "after a headers timeout").await;
 }
 
+#[tokio::test]
+async fn a_refusal_whose_body_never_finishes_is_answered_within_the_headers_timeout() {
+    // Arrange: error headers at once, then a body that stops short of what
+    // its Content-Length promised, or that never comes at all.
+    let app = spawn_app_with(&[("UPSTREAM_HEADERS_TIMEOUT_SECS", "1")]).await;
+    let stalled = |status: u16| {
+        Reply::sse(r#"{"error": {"message": "bad key"#)
+            .with_status(status)
+            .content_type("application/json")
+            .chunked(Chunking::Whole)
+            .header("content-length", "5000")
+            .hang_after(1)
+    };
+    let cases = [
+        (
+            "a 401 that never fills its Content-Length",
+            stalled(401),
+            502,
+        ),
+        (
+            "a 500 whose body never comes",
+            Reply::status(500, json!({})).hang_after(0),
+            502,
+        ),
+        ("a 200 JSON answer that stalls", stalled(200), 502),
+    ];
+    for (name, reply, status) in cases {
+        for route in ["/api/chat", "/v1/chat/completions", "/v1/models"] {
+            if route == "/v1/models" {
+                app.upstream.set_models(reply.clone());
+            } else {
+                app.upstream.push(reply.clone());
+            }
+            let started = std::time::Instant::now();
+
+            // Act
+            let transcript = tokio::time::timeout(Duration::from_secs(10), async {
+                if route == "/v1/models" {
+                    Transcript::read(app.get(route).await).await
+                } else {
+                    let response = app
+                        .client
+                        .post(app.url(route))
+                        .header("content-type", "application/json")
+                        .body(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true}).to_string())
+                        .send()
+                        .await
+                        .unwrap_or_else(|error| panic!("{route}: {error}"));
+                    Transcript::read(response).await
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{name} on {route}: no answer within 10 s"));
+
+            // Assert
+            let context = format!("{name} on {route}");
+            let expected = if route == "/v1/models" && name.contains("200") {
+                // For the model list a 200 is the answer, and it did not
+                // arrive in time.
+                504
+            } else {
+                status
+            };
+            assert_eq!(
+                transcript.status, expected,
+                "{context}: {}",
+                transcript.text
+            );
+            let body: Value = serde_json::from_str(&transcript.text)
+                .unwrap_or_else(|error| panic!("{context}: {error}: {}", transcript.text));
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|message| !message.is_empty()),
+                "{context}: {body}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{context}: answered only after {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    assert_still_serves(&app, "after stalled refusals").await;
+}
+
+#[tokio::test]
+async fn an_upstream_redirect_is_refused_and_names_where_it_pointed() {
+    // Arrange
+    let app = spawn_app().await;
+    for status in [301, 302, 307, 308] {
+        app.upstream.push(
+            Reply::status(status, json!({}))
+                .header("location", "http://elsewhere.invalid/v1/chat/completions"),
+        );
+
+        // Act
+        let transcript = app.chat(&json!({"prompt": "hi"})).await;
+
+        // Assert
+        let context = format!("a {status} redirect");
+        let error = assert_refused(&transcript, 502, "upstream_error", &context);
+        assert_eq!(error["upstream_status"], json!(status), "{context}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("http://elsewhere.invalid/v1/chat/completions"),
+            "{context}: the message names where it pointed: {error}"
+        );
+    }
+    assert_eq!(
+        app.upstream.requests().len(),
+        4,
+        "the prompt was sent once per chat, never again to where the redirect pointed"
+    );
+    assert_still_serves(&app, "after redirects").await;
+}
+
 // ---- after the 200: an error event, then [DONE] --------------------------
 
 #[tokio::test]
@@ -217,6 +336,59 @@ async fn an_error_inside_the_stream_that_quotes_our_key_never_shows_the_key() {
         "the upstream's explanation is still passed on: {event}"
     );
     assert_key_never_shown(&transcript);
+}
+
+#[tokio::test]
+async fn a_finish_reason_that_is_an_error_or_unknown_never_looks_complete() {
+    let app = spawn_app().await;
+    for reason in ["error", "insufficient_system_resource", "something_new"] {
+        // Arrange
+        let body = [
+            content_chunk("partial"),
+            finish_chunk(reason),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat();
+        let v1 = |stream: bool| {
+            app.upstream.push(Reply::sse(body.clone()));
+            app.client
+                .post(app.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+                .send()
+        };
+
+        // Act
+        app.upstream.push(Reply::sse(body.clone()));
+        let ours = app.chat(&json!({"prompt": "hi"})).await;
+        let streamed =
+            Transcript::read(v1(true).await.unwrap_or_else(|error| panic!("{error}"))).await;
+        let whole =
+            Transcript::read(v1(false).await.unwrap_or_else(|error| panic!("{error}"))).await;
+
+        // Assert
+        let context = format!("finish_reason {reason:?}");
+        let event = assert_failed_after_start(&ours, "upstream_error", &context);
+        assert!(
+            event["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(reason),
+            "{context}: the error names the reason: {event}"
+        );
+        assert_eq!(streamed.status, 200, "{context}");
+        assert!(
+            !streamed.text.contains("[DONE]") && streamed.text.contains("upstream_error"),
+            "{context}: a /v1 stream ends with an error chunk and no [DONE]: {}",
+            streamed.text
+        );
+        assert!(
+            !streamed.text.contains(r#""finish_reason":"stop""#),
+            "{context}: {}",
+            streamed.text
+        );
+        assert_refused(&whole, 502, "upstream_error", &context);
+    }
 }
 
 #[tokio::test]

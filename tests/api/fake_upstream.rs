@@ -49,6 +49,8 @@ struct Shared {
 struct Replies {
     queue: VecDeque<Reply>,
     default: Reply,
+    /// The answer to `GET /v1/models`, when a test scripts one.
+    models: Option<Reply>,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +77,7 @@ impl FakeUpstream {
             replies: Mutex::new(Replies {
                 queue: VecDeque::new(),
                 default: Reply::tokens(&["Hello", " world"]),
+                models: None,
             }),
             observed: watch::Sender::new(Observed::default()),
         });
@@ -105,6 +108,12 @@ impl FakeUpstream {
     /// "Hello world" token stream).
     pub fn set_default(&self, reply: Reply) {
         lock(&self.shared.replies).default = reply;
+    }
+
+    /// The answer to every later `GET /v1/models`, instead of the
+    /// one-model list.
+    pub fn set_models(&self, reply: Reply) {
+        lock(&self.shared.replies).models = Some(reply);
     }
 
     /// Every request received so far, in arrival order.
@@ -201,6 +210,8 @@ pub struct Reply {
     status: StatusCode,
     content_type: HeaderValue,
     retry_after: Option<u64>,
+    /// More response headers, set last (so they may override the others).
+    headers: HeaderMap,
     content: Content,
     chunking: Chunking,
     pace: Duration,
@@ -216,6 +227,7 @@ impl Reply {
             status: StatusCode::OK,
             content_type: HeaderValue::from_static("text/event-stream"),
             retry_after: None,
+            headers: HeaderMap::new(),
             content: Content::Once(body.into()),
             chunking: Chunking::Events,
             pace: Duration::ZERO,
@@ -301,6 +313,18 @@ impl Reply {
         }
     }
 
+    /// The same reply with another status.
+    #[allow(
+        clippy::expect_used,
+        reason = "an impossible status code is a broken test, not a case to handle"
+    )]
+    pub fn with_status(self, code: u16) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(code).expect("a valid HTTP status code"),
+            ..self
+        }
+    }
+
     pub fn chunked(self, how: Chunking) -> Reply {
         Reply {
             chunking: how,
@@ -361,6 +385,20 @@ impl Reply {
         }
     }
 
+    /// Adds a response header: a `Location`, or a `Content-Length` that
+    /// the body never fills.
+    #[allow(
+        clippy::expect_used,
+        reason = "an unsendable header is a broken test, not a case to handle"
+    )]
+    pub fn header(mut self, name: &'static str, value: &str) -> Reply {
+        self.headers.insert(
+            name,
+            HeaderValue::from_str(value).expect("a valid header value"),
+        );
+        self
+    }
+
     pub fn retry_after(self, secs: u64) -> Reply {
         Reply {
             retry_after: Some(secs),
@@ -396,6 +434,7 @@ impl Reply {
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        response.headers_mut().extend(self.headers);
         response
     }
 }
@@ -430,13 +469,19 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             };
             reply.into_response(shared).await
         }
-        (Method::GET, "/v1/models") => json_response(
-            StatusCode::OK,
-            json!({
-                "object": "list",
-                "data": [{ "id": "fake-model", "object": "model", "created": 0, "owned_by": "fake" }],
-            }),
-        ),
+        (Method::GET, "/v1/models") => {
+            let scripted = lock(&shared.replies).models.clone();
+            match scripted {
+                Some(reply) => reply.into_response(shared).await,
+                None => json_response(
+                    StatusCode::OK,
+                    json!({
+                        "object": "list",
+                        "data": [{ "id": "fake-model", "object": "model", "created": 0, "owned_by": "fake" }],
+                    }),
+                ),
+            }
+        }
         _ => json_response(
             StatusCode::NOT_FOUND,
             json!({ "error": { "message": format!("fake upstream has no route {path}"), "type": "invalid_request_error" } }),

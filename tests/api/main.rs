@@ -20,3 +20,4 @@ mod operations;
 mod resume;
 mod retries;
 mod sdk;
+mod secrets;
