@@ -27,7 +27,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::openai;
 use crate::relay;
 use crate::request::ChatRequest;
-use crate::streams::{Follower, StreamId, Streams};
+use crate::streams::{Follower, Position, StreamId, Streams};
 use crate::upstream::Upstream;
 
 /// What every handler shares.
@@ -97,14 +97,20 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 }
 
 /// `POST /api/chat`: resume if the client says where it left off, else start.
+/// A `Last-Event-ID` that no replica knows is a 404: starting a new,
+/// billed generation instead would answer a question nobody asked again.
 async fn chat(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, Error> {
-    if let Some(response) = resume_if_known(&state, caller, last_event_id(&headers, None)).await? {
-        return Ok(response);
+    if let Some(point) = last_event_id(&headers, None)? {
+        return match attach(&state, caller, point).await? {
+            Attached::Following(response) => Ok(response),
+            Attached::AllSeen => Ok(StatusCode::NO_CONTENT.into_response()),
+            Attached::Unknown => Err(unknown_stream(&point.id.to_string())),
+        };
     }
     let JsonBody(body) = JsonBody::from_request(request, &state).await?;
     start(&state, caller, ChatRequest::from_json(&body)?).await
@@ -118,16 +124,21 @@ struct ChatQuery {
 }
 
 /// `GET /api/chat?prompt=...` for `EventSource`, whose automatic reconnect
-/// carries `Last-Event-ID` and so continues the same answer.
+/// carries `Last-Event-ID` and so continues the same answer. A reconnect
+/// with nothing left to read (the answer was read to its end, or is no
+/// longer known) gets 204, which tells `EventSource` to stop reconnecting;
+/// it never starts the generation again.
 async fn chat_from_query(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(query): Query<ChatQuery>,
 ) -> Result<Response, Error> {
-    let resume_from = last_event_id(&headers, query.last_event_id.as_deref());
-    if let Some(response) = resume_if_known(&state, caller, resume_from).await? {
-        return Ok(response);
+    if let Some(point) = last_event_id(&headers, query.last_event_id.as_deref())? {
+        return match attach(&state, caller, point).await? {
+            Attached::Following(response) => Ok(response),
+            Attached::AllSeen | Attached::Unknown => Ok(StatusCode::NO_CONTENT.into_response()),
+        };
     }
     start(
         &state,
@@ -151,18 +162,20 @@ async fn events(
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, Error> {
     let id = parse_stream_id(&stream_id)?;
-    let from = match last_event_id(&headers, query.last_event_id.as_deref()) {
-        Some((resumed, seq)) if resumed == id => seq + 1,
+    let point = match last_event_id(&headers, query.last_event_id.as_deref())? {
+        Some(point) if point.id == id => point,
         Some(_) => {
             return Err(Error::InvalidRequest(
                 "`Last-Event-ID` names a different stream than the path".to_owned(),
             ));
         }
-        None => 0,
+        None => ResumePoint { id, from: 0 },
     };
-    attach(&state, caller, id, from)
-        .await?
-        .ok_or_else(|| unknown_stream(&stream_id))
+    match attach(&state, caller, point).await? {
+        Attached::Following(response) => Ok(response),
+        Attached::AllSeen => Ok(StatusCode::NO_CONTENT.into_response()),
+        Attached::Unknown => Err(unknown_stream(&stream_id)),
+    }
 }
 
 /// `DELETE /api/chat/{stream_id}`: the Stop button.
@@ -281,53 +294,89 @@ pub(crate) async fn open(
     ticket.start(&model, upstream)
 }
 
-/// The response that continues the stream `Last-Event-ID` names, if any
-/// replica still knows it for `caller`.
-async fn resume_if_known(
-    state: &AppState,
-    caller: Caller,
-    last_event_id: Option<(StreamId, u64)>,
-) -> Result<Option<Response>, Error> {
-    match last_event_id {
-        Some((id, seq)) => attach(state, caller, id, seq + 1).await,
-        None => Ok(None),
-    }
+/// Where a client wants to read a generation from.
+#[derive(Debug, Clone, Copy)]
+struct ResumePoint {
+    id: StreamId,
+    /// The first sequence number it has not seen.
+    from: u64,
 }
 
-/// A follower of generation `id` from sequence number `from`: here when
-/// this process runs it, else through the shared store; `None` when no
-/// replica knows it for `caller`.
-async fn attach(
-    state: &AppState,
-    caller: Caller,
-    id: StreamId,
-    from: u64,
-) -> Result<Option<Response>, Error> {
+/// What attaching to a generation found.
+enum Attached {
+    Following(Response),
+    /// It is over and the client read all of it.
+    AllSeen,
+    /// No replica knows it for this caller.
+    Unknown,
+}
+
+/// A follower of a generation from a resume point: here when this process
+/// runs it, else through the shared store.
+async fn attach(state: &AppState, caller: Caller, point: ResumePoint) -> Result<Attached, Error> {
+    let ResumePoint { id, from } = point;
     let keepalive = state.config.keepalive;
-    let response = match state.streams.find(id, caller) {
-        Some(generation) => Some(relay::response(id, generation.follow(from), keepalive)),
+    let attached = match state.streams.find(id, caller) {
+        Some(generation) => match generation.position(from) {
+            Position::Kept => {
+                Attached::Following(relay::response(id, generation.follow(from), keepalive))
+            }
+            Position::AllSeen => Attached::AllSeen,
+            Position::PastEnd { end } => return Err(past_the_end(from, end)),
+        },
         None => match state.streams.cluster() {
-            Some(cluster) => cluster
-                .follow(id, caller, from)
-                .await?
-                .map(|remote| relay::response(id, remote, keepalive)),
-            None => None,
+            Some(cluster) => match cluster.follow(id, caller, from).await? {
+                Some(remote) => Attached::Following(relay::response(id, remote, keepalive)),
+                None => Attached::Unknown,
+            },
+            None => Attached::Unknown,
         },
     };
-    if response.is_some() && from > 0 {
+    if matches!(attached, Attached::Following(_)) && from > 0 {
         state.metrics.resume();
     }
-    Ok(response)
+    Ok(attached)
 }
 
-/// `Last-Event-ID: <stream_id>:<seq>` from the header, else from the query.
-fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<(StreamId, u64)> {
-    let raw = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .or(query)?;
-    let (id, seq) = raw.trim().rsplit_once(':')?;
-    Some((StreamId::parse(id)?, seq.parse().ok()?))
+fn past_the_end(from: u64, end: u64) -> Error {
+    Error::InvalidRequest(format!(
+        "`Last-Event-ID` names event {}, but the stream has only {end} events so far",
+        from.saturating_sub(1)
+    ))
+}
+
+/// `Last-Event-ID: <stream_id>:<seq>` from the header, else from the
+/// query; absent or empty is `None`, anything else not in our form a 400.
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<ResumePoint>, Error> {
+    let raw = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| invalid_last_event_id("not text"))?,
+        ),
+        None => query,
+    };
+    let Some(raw) = raw.map(str::trim).filter(|raw| !raw.is_empty()) else {
+        return Ok(None);
+    };
+    let shown: String = raw.chars().take(80).collect();
+    let (id, seq) = raw
+        .rsplit_once(':')
+        .ok_or_else(|| invalid_last_event_id(&shown))?;
+    let id = StreamId::parse(id).ok_or_else(|| invalid_last_event_id(&shown))?;
+    let seq: u64 = seq.parse().map_err(|_| invalid_last_event_id(&shown))?;
+    let from = seq.checked_add(1).ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "`Last-Event-ID` names event {seq}, past the end of any stream"
+        ))
+    })?;
+    Ok(Some(ResumePoint { id, from }))
+}
+
+fn invalid_last_event_id(shown: &str) -> Error {
+    Error::InvalidRequest(format!(
+        "`Last-Event-ID` must be `<stream_id>:<seq>` as tokenrelay sent it, got `{shown}`"
+    ))
 }
 
 fn parse_stream_id(text: &str) -> Result<StreamId, Error> {

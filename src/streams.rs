@@ -266,6 +266,19 @@ impl Generation {
         self.reader(from, true)
     }
 
+    /// Where sequence number `from` stands in this generation's log, for a
+    /// client that wants to read on from there.
+    pub fn position(&self, from: u64) -> Position {
+        let log = lock(&self.log);
+        let end = log.first_seq + log.events.len() as u64;
+        match from.cmp(&end) {
+            std::cmp::Ordering::Less => Position::Kept,
+            std::cmp::Ordering::Equal if log.finished => Position::AllSeen,
+            std::cmp::Ordering::Equal => Position::Kept,
+            std::cmp::Ordering::Greater => Position::PastEnd { end },
+        }
+    }
+
     /// A reader that does not count as a listener (the Redis mirror).
     pub fn watch(self: &Arc<Self>, from: u64) -> Follower {
         self.reader(from, false)
@@ -735,6 +748,19 @@ enum Listening {
     /// Only a client on another replica, whose lease runs until then.
     Elsewhere(Instant),
     Nobody,
+}
+
+/// Where a position stands in a log; see [`Generation::position`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// There is something to read there, now or later (or a `resume_gap`
+    /// explains why not).
+    Kept,
+    /// The generation is over and every event before it was read.
+    AllSeen,
+    /// Beyond the last event there will ever be, or yet is: `end` is the
+    /// next sequence number.
+    PastEnd { end: u64 },
 }
 
 /// What a follower reads.

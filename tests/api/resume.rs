@@ -261,3 +261,138 @@ async fn a_last_event_id_for_another_stream_is_refused() {
 
     assert_eq!(response.status(), 400);
 }
+
+/// Sends `last_event_id` to each way of resuming, as each client would.
+async fn reconnect(
+    app: &TestApp,
+    stream_id: &str,
+    last_event_id: &str,
+) -> [(&'static str, reqwest::Response); 3] {
+    let send = |request: reqwest::RequestBuilder| async move {
+        request
+            .header("last-event-id", last_event_id)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    [
+        (
+            "EventSource on GET /api/chat",
+            send(app.client.get(app.url("/api/chat?prompt=count"))).await,
+        ),
+        (
+            "POST /api/chat",
+            send(
+                app.client
+                    .post(app.url("/api/chat"))
+                    .header("content-type", "application/json")
+                    .body(json!({"prompt": "count"}).to_string()),
+            )
+            .await,
+        ),
+        (
+            "GET /events",
+            send(
+                app.client
+                    .get(app.url(&format!("/api/chat/{stream_id}/events"))),
+            )
+            .await,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_position_past_the_end_or_beyond_any_number_is_refused_not_replayed() {
+    let app = spawn_app_with(&[("RESUME_GRACE_SECS", "5")]).await;
+    app.upstream.push(Reply::tokens(&["a", "b"]));
+    let done = app.chat(&json!({"prompt": "x"})).await;
+    let stream_id = done.header("x-stream-id").unwrap_or_default().to_owned();
+    let last_seq = *seqs(&done).last().unwrap_or_else(|| panic!("no ids"));
+
+    for seq in [
+        (last_seq + 1).to_string(),
+        (last_seq + 1_000).to_string(),
+        u64::MAX.to_string(),
+        (u64::MAX - 1).to_string(),
+    ] {
+        for (route, response) in reconnect(&app, &stream_id, &format!("{stream_id}:{seq}")).await {
+            let context = format!("{route} after event {seq}");
+            assert_eq!(response.status(), 400, "{context}");
+            let body = json_body(response).await;
+            assert_eq!(
+                body["error"]["code"], "invalid_request",
+                "{context}: {body}"
+            );
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains("Last-Event-ID")),
+                "{context}: {body}"
+            );
+        }
+    }
+    for malformed in [
+        "garbage",
+        &format!("{stream_id}:-1"),
+        &format!("{stream_id}:1x"),
+    ] {
+        for (route, response) in reconnect(&app, &stream_id, malformed).await {
+            assert_eq!(response.status(), 400, "{route} with `{malformed}`");
+        }
+    }
+    assert_eq!(
+        app.upstream.requests().len(),
+        1,
+        "no reconnect started a generation"
+    );
+}
+
+#[tokio::test]
+async fn a_reconnect_that_has_seen_everything_is_told_to_stop_with_204() {
+    let app = spawn_app_with(&[("RESUME_GRACE_SECS", "5")]).await;
+    app.upstream.push(Reply::tokens(&["all", " of", " it"]));
+    let done = app.chat(&json!({"prompt": "x"})).await;
+    let stream_id = done.header("x-stream-id").unwrap_or_default().to_owned();
+    let last_id = done
+        .frames
+        .iter()
+        .rev()
+        .find_map(|frame| frame.id.clone())
+        .unwrap_or_else(|| panic!("no ids"));
+
+    for (route, response) in reconnect(&app, &stream_id, &last_id).await {
+        assert_eq!(response.status(), 204, "{route}");
+        assert!(
+            response.text().await.unwrap_or_default().is_empty(),
+            "{route}: 204 has no body"
+        );
+    }
+    assert_eq!(
+        app.upstream.requests().len(),
+        1,
+        "nothing was sent upstream again"
+    );
+}
+
+#[tokio::test]
+async fn a_reconnect_naming_an_unknown_or_expired_stream_never_starts_a_generation() {
+    let app = spawn_app_with(&[("RESUME_TTL_SECS", "0.3")]).await;
+    app.upstream.push(Reply::tokens(&["gone", " soon"]));
+    let done = app.chat(&json!({"prompt": "x"})).await;
+    let expired = done.header("x-stream-id").unwrap_or_default().to_owned();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    for stream_id in [expired, "ab".repeat(16)] {
+        let [(_, event_source), (_, post), (_, events)] =
+            reconnect(&app, &stream_id, &format!("{stream_id}:2")).await;
+        assert_eq!(event_source.status(), 204, "EventSource is told to stop");
+        assert_eq!(post.status(), 404, "POST names the problem");
+        assert_eq!(json_body(post).await["error"]["code"], "not_found");
+        assert_eq!(events.status(), 404);
+    }
+    assert_eq!(
+        app.upstream.requests().len(),
+        1,
+        "no reconnect started a new, billed generation"
+    );
+}
