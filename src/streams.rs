@@ -252,7 +252,11 @@ struct Log {
     /// Position of every attached follower, by follower number.
     positions: HashMap<u64, u64>,
     next_follower: u64,
-    wakers: Vec<Waker>,
+    /// The readers waiting for the log to grow, by follower number: a
+    /// reader that leaves takes its waker out, or a quiet generation visited
+    /// by many short-lived clients would keep every one of their
+    /// connections' tasks alive through it.
+    wakers: Vec<(u64, Waker)>,
 }
 
 impl Generation {
@@ -836,8 +840,14 @@ impl Stream for Follower {
             this.state = Reading::Ended;
             return Poll::Ready(Some(Entry::Done));
         }
-        if !log.wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
-            log.wakers.push(cx.waker().clone());
+        let number = this.number;
+        match log
+            .wakers
+            .iter_mut()
+            .find(|(waiting, _)| *waiting == number)
+        {
+            Some((_, waker)) => waker.clone_from(cx.waker()),
+            None => log.wakers.push((number, cx.waker().clone())),
         }
         Poll::Pending
     }
@@ -846,6 +856,8 @@ impl Stream for Follower {
 impl Drop for Follower {
     fn drop(&mut self) {
         let mut log = lock(&self.generation.log);
+        let number = self.number;
+        log.wakers.retain(|(waiting, _)| *waiting != number);
         if log.positions.remove(&self.number).is_some() && log.positions.is_empty() {
             drop(log);
             self.generation.listeners_changed.notify_waiters();
@@ -863,7 +875,9 @@ fn wake_followers(mut log: MutexGuard<'_, Log>) {
         (log.wakers.pop(), Vec::new())
     };
     drop(log);
-    one.into_iter().chain(many).for_each(Waker::wake);
+    one.into_iter()
+        .chain(many)
+        .for_each(|(_, waker)| waker.wake());
 }
 
 /// Our locks guard plain data and are never held across an await, so a
@@ -1008,6 +1022,81 @@ mod tests {
         assert_eq!(polls.get(), 2);
         wake(&registered);
         assert_eq!(future.as_mut().poll(&mut cx), Poll::Ready("fired"));
+    }
+
+    /// A generation with no upstream behind it, as `Ticket::start` builds one.
+    fn quiet_generation() -> Arc<Generation> {
+        let config = ResumeConfig {
+            grace: Duration::from_secs(5),
+            ttl: Duration::from_secs(5),
+            max_stream_bytes: 1 << 20,
+            max_total_bytes: 1 << 24,
+        };
+        let streams = Streams::new(config, None, Arc::default(), None);
+        let generation = Arc::new(Generation {
+            id: StreamId([7; 16]),
+            owner: Caller(None),
+            model: "m".to_owned(),
+            created: Instant::now(),
+            registry: Arc::clone(&streams.registry),
+            log: Mutex::default(),
+            listeners_changed: Notify::new(),
+            stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            running: Mutex::new(None),
+        });
+        generation.append(sample(0));
+        generation
+    }
+
+    #[test]
+    fn followers_that_leave_a_quiet_generation_leave_nothing_behind() {
+        struct Connection;
+        impl Wake for Connection {
+            fn wake(self: Arc<Self>) {}
+        }
+        let generation = quiet_generation();
+        for visit in 0..10_000 {
+            // Every visitor is another connection, with a waker of its own.
+            let waker = Waker::from(Arc::new(Connection));
+            let mut cx = Context::from_waker(&waker);
+            let mut follower = generation.follow(visit % 2);
+            while let Poll::Ready(Some(_)) = Pin::new(&mut follower).poll_next(&mut cx) {}
+            drop(follower);
+        }
+        let log = lock(&generation.log);
+        assert!(log.wakers.is_empty(), "{} wakers kept", log.wakers.len());
+        assert!(log.positions.is_empty());
+        assert!(log.wakers.capacity() <= 4, "{}", log.wakers.capacity());
+    }
+
+    #[test]
+    fn a_waiting_follower_is_woken_once_per_append_with_its_latest_waker() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let generation = quiet_generation();
+        let mut follower = generation.follow(1);
+        let (old, new) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        for waker in [&old, &new] {
+            let waker = Waker::from(Arc::clone(waker));
+            let polled = Pin::new(&mut follower).poll_next(&mut Context::from_waker(&waker));
+            assert!(polled.is_pending());
+        }
+        assert_eq!(lock(&generation.log).wakers.len(), 1);
+        generation.append(sample(1));
+        assert_eq!(old.0.load(Ordering::Relaxed), 0);
+        assert_eq!(new.0.load(Ordering::Relaxed), 1);
+        assert!(matches!(
+            Pin::new(&mut follower).poll_next(&mut Context::from_waker(Waker::noop())),
+            Poll::Ready(Some(Entry::Event { seq: 1, .. }))
+        ));
     }
 
     #[test]
