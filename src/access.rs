@@ -24,22 +24,73 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// a flood of addresses cannot grow the table without bound.
 const MAX_TRACKED_CALLERS: usize = 100_000;
 
-/// The authenticated caller: the index of its key in `PROXY_API_KEYS`, or
-/// `None` when auth is off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller(pub Option<usize>);
+/// What a caller's identity is derived from, beside its key. Every replica
+/// uses the same, so that they agree on who owns a stream whatever order
+/// they list `PROXY_API_KEYS` in.
+const IDENTITY_CONTEXT: &[u8] = b"tokenrelay stream owner v1";
+
+/// The authenticated caller: an identity derived from its key, or `None`
+/// when auth is off. It is what ties a stream to the key that created it,
+/// here and in the store replicas share, which therefore never holds a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Caller(Option<KeyId>);
+
+/// A keyed hash (HMAC-SHA-256, cut to 128 bits) of a client key: the same
+/// key gives the same identity on every replica, and the identity does not
+/// give the key back.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; 16]);
+
+impl KeyId {
+    fn of(key: &str) -> Self {
+        let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, IDENTITY_CONTEXT);
+        let tag = ring::hmac::sign(&hmac, key.as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&tag.as_ref()[..16]);
+        Self(id)
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl Caller {
+    /// The caller when `PROXY_API_KEYS` is unset.
+    pub const OPEN: Self = Self(None);
+}
+
+/// `key:<identity>`, or `open` when auth is off: how ownership is written
+/// down where replicas share it, and what rate limits count by.
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "key:{id}"),
+            None => f.write_str("open"),
+        }
+    }
+}
 
 /// Shared state of the access checks.
 #[derive(Debug, Clone)]
 pub struct Access {
-    keys: Arc<[Secret]>,
+    /// Each client key with the identity derived from it.
+    keys: Arc<[(Secret, KeyId)]>,
     limiter: Option<Arc<Limiter>>,
 }
 
 impl Access {
     pub fn new(config: &Config) -> Self {
         Self {
-            keys: config.proxy_api_keys.clone().into(),
+            keys: keyed(&config.proxy_api_keys),
             limiter: config.rate_limit_per_minute.map(|limit| {
                 Arc::new(Limiter {
                     limit,
@@ -61,14 +112,19 @@ impl Access {
             .ok_or(Error::Unauthorized)?;
         self.keys
             .iter()
-            .enumerate()
-            .fold(None, |found, (index, key)| {
+            .fold(None, |found, (key, id)| {
                 let matches = constant_time_eq(key.expose().as_bytes(), token);
-                found.or(matches.then_some(index))
+                found.or(matches.then_some(*id))
             })
-            .map(|index| Caller(Some(index)))
+            .map(|id| Caller(Some(id)))
             .ok_or(Error::Unauthorized)
     }
+}
+
+fn keyed(keys: &[Secret]) -> Arc<[(Secret, KeyId)]> {
+    keys.iter()
+        .map(|key| (key.clone(), KeyId::of(key.expose())))
+        .collect()
 }
 
 /// Authenticates and rate-limits one request.
@@ -97,7 +153,7 @@ pub async fn check(State(access): State<Access>, mut request: Request, next: Nex
 /// Who a rate limit counts against: the key when there is one, else the address.
 fn identity(caller: Caller, address: Option<IpAddr>) -> String {
     match (caller, address) {
-        (Caller(Some(index)), _) => format!("key:{index}"),
+        (Caller(Some(_)), _) => caller.to_string(),
         (Caller(None), Some(address)) => format!("ip:{address}"),
         (Caller(None), None) => "anonymous".to_owned(),
     }
@@ -147,11 +203,12 @@ mod tests {
     use super::*;
 
     fn access(keys: &[&str], limit: Option<u32>) -> Access {
+        let keys: Vec<Secret> = keys
+            .iter()
+            .map(|key| Secret::new((*key).to_owned()))
+            .collect();
         Access {
-            keys: keys
-                .iter()
-                .map(|key| Secret::new((*key).to_owned()))
-                .collect(),
+            keys: keyed(&keys),
             limiter: limit.map(|limit| {
                 Arc::new(Limiter {
                     limit,
@@ -164,8 +221,11 @@ mod tests {
     #[test]
     fn bearer_tokens_pick_their_key() {
         let access = access(&["alpha", "beta"], None);
-        assert_eq!(access.identify(Some(b"Bearer beta")), Ok(Caller(Some(1))));
-        assert_eq!(access.identify(Some(b"Bearer alpha ")), Ok(Caller(Some(0))));
+        let beta = access.identify(Some(b"Bearer beta"));
+        let alpha = access.identify(Some(b"Bearer alpha "));
+        assert_eq!(beta, Ok(Caller(Some(KeyId::of("beta")))));
+        assert_eq!(alpha, Ok(Caller(Some(KeyId::of("alpha")))));
+        assert_ne!(alpha, beta);
         for wrong in [
             None,
             Some(&b"Bearer gamma"[..]),
@@ -179,6 +239,25 @@ mod tests {
                 "{wrong:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_identity_follows_the_key_not_its_place_in_the_list() {
+        let one = access(&["alpha", "beta"], None);
+        let other = access(&["beta", "gamma", "alpha"], None);
+        for token in [&b"Bearer alpha"[..], b"Bearer beta"] {
+            assert_eq!(one.identify(Some(token)), other.identify(Some(token)));
+        }
+        let shown = KeyId::of("alpha").to_string();
+        assert_eq!(shown.len(), 32);
+        assert!(!shown.contains("alpha"));
+        // Replicas of every version must agree: this is what they store.
+        assert_eq!(shown, "89945de32b76f9e7ba2e917f7cc1c5f1");
+        assert_eq!(
+            Caller(Some(KeyId::of("alpha"))).to_string(),
+            format!("key:{shown}")
+        );
+        assert_eq!(Caller::OPEN.to_string(), "open");
     }
 
     #[test]

@@ -389,10 +389,7 @@ impl Keys {
 }
 
 fn owner_tag(caller: Caller) -> String {
-    match caller {
-        Caller(Some(index)) => format!("key:{index}"),
-        Caller(None) => "open".to_owned(),
-    }
+    caller.to_string()
 }
 
 fn lease_options() -> redis::SetOptions {

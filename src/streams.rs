@@ -1035,7 +1035,7 @@ mod tests {
         let streams = Streams::new(config, None, Arc::default(), None);
         let generation = Arc::new(Generation {
             id: StreamId([7; 16]),
-            owner: Caller(None),
+            owner: Caller::OPEN,
             model: "m".to_owned(),
             created: Instant::now(),
             registry: Arc::clone(&streams.registry),
