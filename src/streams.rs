@@ -27,6 +27,7 @@ use crate::cluster::Cluster;
 use crate::config::ResumeConfig;
 use crate::error::Error;
 use crate::metrics::{Cancellation, Metrics};
+use crate::telemetry::Untrusted;
 use crate::translate::Translator;
 use crate::upstream::UpstreamEvents;
 use crate::wire::{ErrorCode, FinishReason, StreamEvent};
@@ -464,7 +465,7 @@ impl Generation {
             .map(|(_, at)| at.duration_since(self.created).as_secs_f64() * 1e3);
         tracing::info!(
             stream_id = %self.id,
-            model = %self.model,
+            model = %Untrusted(&self.model),
             outcome,
             ttft_ms,
             tokens = log.tokens,

@@ -15,6 +15,7 @@ mod demo;
 mod failures;
 mod input;
 mod lifecycle;
+mod logging;
 mod openai;
 mod operations;
 mod resume;
