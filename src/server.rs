@@ -47,6 +47,9 @@ pub use head::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
 /// they are closed, so that shutdown ends in `SHUTDOWN_GRACE_SECS` + 2 s.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 
+/// How long a connection closed for idleness may take to say goodbye.
+const IDLE_CLOSE_DRAIN: Duration = Duration::from_secs(1);
+
 /// Limits of the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -218,6 +221,8 @@ impl Connection {
         tokio::pin!(connection);
         let idle = activity.idle(deadline, limits.request_timeout);
         tokio::pin!(idle);
+        let dropped_at = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(dropped_at);
         let mut winding_down = false;
         loop {
             tokio::select! {
@@ -225,7 +230,11 @@ impl Connection {
                 () = &mut idle, if !winding_down => {
                     winding_down = true;
                     connection.as_mut().graceful_shutdown();
+                    // An HTTP/2 close waits for the client to acknowledge it;
+                    // a client that never does is not waited for.
+                    dropped_at.as_mut().reset(Instant::now() + IDLE_CLOSE_DRAIN);
                 }
+                () = &mut dropped_at => return Ok(()),
                 () = stopping.cancelled(), if !winding_down => {
                     winding_down = true;
                     connection.as_mut().graceful_shutdown();
