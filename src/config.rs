@@ -127,12 +127,12 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "REQUEST_TIMEOUT_SECS",
         Some("30"),
-        "Longest a client may take to send its request headers, and again its body (408).",
+        "Longest a client may take to send its request headers, and again its body (408); a connection with no open request is closed after it.",
     ),
     setting(
         "MAX_CONNECTIONS",
         Some("16384"),
-        "Most client connections open at once; beyond it a connection gets 503 and is closed.",
+        "Most client connections open at once (at most 1000000); beyond it a connection gets 503 and is closed.",
     ),
     setting(
         "MAX_CONCURRENT_STREAMS",
@@ -147,7 +147,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "SHUTDOWN_GRACE_SECS",
         Some("10"),
-        "Seconds open streams may go on after SIGTERM or Ctrl-C.",
+        "Seconds open streams may go on after SIGTERM or Ctrl-C; 2 s later every connection is closed.",
     ),
     setting(
         "LOG_FORMAT",
