@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// One configuration variable.
@@ -126,12 +127,12 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "REQUEST_TIMEOUT_SECS",
         Some("30"),
-        "Longest a client may take to send its request headers, and again its body (408).",
+        "Longest a client may take to send its request headers, and again its body (408); a connection with no open request is closed after it.",
     ),
     setting(
         "MAX_CONNECTIONS",
         Some("16384"),
-        "Most client connections open at once; beyond it a connection gets 503 and is closed.",
+        "Most client connections open at once (at most 1000000); beyond it a connection gets 503 and is closed.",
     ),
     setting(
         "MAX_CONCURRENT_STREAMS",
@@ -146,7 +147,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "SHUTDOWN_GRACE_SECS",
         Some("10"),
-        "Seconds open streams may go on after SIGTERM or Ctrl-C.",
+        "Seconds open streams may go on after SIGTERM or Ctrl-C; 2 s later every connection is closed.",
     ),
     setting(
         "LOG_FORMAT",
@@ -255,14 +256,14 @@ impl Config {
                 idle: source.positive_secs("UPSTREAM_IDLE_TIMEOUT_SECS")?,
                 total: nonzero(source.secs("UPSTREAM_TOTAL_TIMEOUT_SECS")?),
             },
-            upstream_retries: source.parsed("UPSTREAM_RETRIES", "a whole number")?,
-            upstream_max_line_bytes: source.positive("UPSTREAM_MAX_LINE_BYTES")?,
+            upstream_retries: source.count("UPSTREAM_RETRIES", 0..=MAX_RETRIES)?,
+            upstream_max_line_bytes: source.bytes("UPSTREAM_MAX_LINE_BYTES")?,
             keepalive: source.positive_secs("KEEPALIVE_SECS")?,
             resume: ResumeConfig {
                 grace: source.secs("RESUME_GRACE_SECS")?,
                 ttl: source.secs("RESUME_TTL_SECS")?,
-                max_stream_bytes: source.positive("RESUME_MAX_STREAM_BYTES")?,
-                max_total_bytes: source.positive("RESUME_MAX_TOTAL_BYTES")?,
+                max_stream_bytes: source.bytes("RESUME_MAX_STREAM_BYTES")?,
+                max_total_bytes: source.bytes("RESUME_MAX_TOTAL_BYTES")?,
             },
             redis_url: source.text("REDIS_URL").map(Secret),
             proxy_api_keys: source
@@ -271,14 +272,14 @@ impl Config {
                 .map(Secret)
                 .collect(),
             cors_allowed_origins: source.list("CORS_ALLOWED_ORIGINS"),
-            max_body_bytes: source.positive("MAX_BODY_BYTES")?,
+            max_body_bytes: source.bytes("MAX_BODY_BYTES")?,
             request_timeout: source.positive_secs("REQUEST_TIMEOUT_SECS")?,
-            max_connections: source.positive("MAX_CONNECTIONS")?,
+            max_connections: source.count("MAX_CONNECTIONS", 1..=MAX_CONNECTIONS)?,
             max_concurrent_streams: nonzero_count(
-                source.parsed("MAX_CONCURRENT_STREAMS", "a whole number")?,
+                source.count("MAX_CONCURRENT_STREAMS", 0..=MAX_CONNECTIONS)?,
             ),
             rate_limit_per_minute: nonzero_count(
-                source.parsed("RATE_LIMIT_PER_MINUTE", "a whole number")?,
+                source.count("RATE_LIMIT_PER_MINUTE", 0..=u32::MAX)?,
             ),
             shutdown_grace: source.secs("SHUTDOWN_GRACE_SECS")?,
             log_format: match source.text("LOG_FORMAT").as_deref() {
@@ -368,32 +369,52 @@ impl Source<'_> {
         })
     }
 
-    fn positive(&self, name: &'static str) -> Result<usize, ConfigError> {
-        match self.parsed(name, "a positive whole number")? {
-            0 => Err(ConfigError {
+    /// A whole number within `allowed`.
+    fn count<T>(&self, name: &'static str, allowed: RangeInclusive<T>) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display,
+    {
+        let expected = format!(
+            "a whole number from {} to {}",
+            allowed.start(),
+            allowed.end()
+        );
+        let value = self.parsed(name, &expected)?;
+        if allowed.contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError {
                 variable: name,
-                message: "must be greater than 0".to_owned(),
-            }),
-            value => Ok(value),
+                message: format!("expected {expected}, got `{value}`"),
+            })
         }
     }
 
+    fn bytes(&self, name: &'static str) -> Result<usize, ConfigError> {
+        self.count(name, 1..=MAX_BYTES)
+    }
+
+    /// Seconds from 0 to [`MAX_SECS`].
     fn secs(&self, name: &'static str) -> Result<Duration, ConfigError> {
-        let secs: f64 = self.parsed(name, "a number of seconds")?;
-        Duration::try_from_secs_f64(secs).map_err(|_| ConfigError {
-            variable: name,
-            message: format!("expected a non-negative number of seconds, got `{secs}`"),
-        })
+        self.secs_from(name, 0.0)
     }
 
+    /// Seconds from [`MIN_POSITIVE_SECS`] to [`MAX_SECS`].
     fn positive_secs(&self, name: &'static str) -> Result<Duration, ConfigError> {
-        match self.secs(name)? {
-            Duration::ZERO => Err(ConfigError {
-                variable: name,
-                message: "must be greater than 0".to_owned(),
-            }),
-            value => Ok(value),
-        }
+        self.secs_from(name, MIN_POSITIVE_SECS)
+    }
+
+    fn secs_from(&self, name: &'static str, min: f64) -> Result<Duration, ConfigError> {
+        let expected = format!("a number of seconds from {min} to {MAX_SECS}");
+        let secs: f64 = self.parsed(name, &expected)?;
+        // NaN fails both comparisons, so it is refused too.
+        let duration = (secs >= min && secs <= MAX_SECS)
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten();
+        duration.ok_or_else(|| ConfigError {
+            variable: name,
+            message: format!("expected {expected}, got `{secs}`"),
+        })
     }
 
     fn list(&self, name: &'static str) -> Vec<String> {
@@ -424,6 +445,24 @@ impl Source<'_> {
         }
     }
 }
+
+/// The longest duration any setting takes: a year. Longer is a typo, and
+/// deadlines computed from it must not overflow.
+const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// The shortest duration where 0 makes no sense: below the timers' resolution.
+const MIN_POSITIVE_SECS: f64 = 0.001;
+
+/// The largest byte size any setting takes: 1 TiB.
+const MAX_BYTES: usize = 1 << 40;
+
+/// Far more connections (and streams) than one process can hold open; the
+/// soft `RLIMIT_NOFILE` usually binds much earlier.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// Retries happen before a client sees a byte; more than this only delays
+/// the error.
+const MAX_RETRIES: u32 = 100;
 
 fn default_of(name: &str) -> Option<&'static str> {
     SETTINGS
@@ -487,6 +526,40 @@ mod tests {
                 "{variable}={value} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn values_outside_a_sane_range_are_refused() {
+        let cases = [
+            ("UPSTREAM_TOTAL_TIMEOUT_SECS", "1e15"),
+            ("SHUTDOWN_GRACE_SECS", "31536001"),
+            ("RESUME_TTL_SECS", "NaN"),
+            ("RESUME_GRACE_SECS", "inf"),
+            ("REQUEST_TIMEOUT_SECS", "-0.5"),
+            ("KEEPALIVE_SECS", "0.0000001"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "2305843009213693952"),
+            ("MAX_CONNECTIONS", "99999999999999999999999"),
+            ("MAX_CONCURRENT_STREAMS", "18446744073709551615"),
+            ("UPSTREAM_RETRIES", "4294967295"),
+            ("RATE_LIMIT_PER_MINUTE", "4294967296"),
+            ("MAX_BODY_BYTES", "18446744073709551615"),
+            ("RESUME_MAX_TOTAL_BYTES", "1e9"),
+        ];
+        for (variable, value) in cases {
+            let error = parse(&[(variable, value)]).err();
+            assert_eq!(
+                error.map(|error| error.variable),
+                Some(variable),
+                "{variable}={value} should be refused"
+            );
+        }
+        let longest = parse(&[
+            ("RESUME_TTL_SECS", "31536000"),
+            ("MAX_CONNECTIONS", "1000000"),
+        ])
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(longest.resume.ttl, Duration::from_secs(31_536_000));
     }
 
     #[test]

@@ -22,6 +22,17 @@ pub enum Error {
     PayloadTooLarge {
         limit: usize,
     },
+    /// The path and query are longer than we read.
+    UriTooLong {
+        limit: usize,
+    },
+    /// Too many header fields, or too many bytes of them.
+    HeadersTooLarge {
+        max_headers: usize,
+        max_bytes: usize,
+    },
+    /// A known path asked with a method it does not serve.
+    MethodNotAllowed,
     /// The client sent its body too slowly.
     RequestTimeout {
         limit: std::time::Duration,
@@ -60,6 +71,9 @@ impl Error {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -87,6 +101,9 @@ impl Error {
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UriTooLong { .. } => "uri_too_long",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
@@ -105,6 +122,9 @@ impl Error {
             Self::InvalidRequest(_)
             | Self::NotFound(_)
             | Self::PayloadTooLarge { .. }
+            | Self::UriTooLong { .. }
+            | Self::HeadersTooLarge { .. }
+            | Self::MethodNotAllowed
             | Self::RequestTimeout { .. }
             | Self::UnsupportedMediaType(_) => "invalid_request_error",
             Self::Unauthorized => "authentication_error",
@@ -137,6 +157,18 @@ impl Error {
             }
             Self::PayloadTooLarge { limit } => {
                 format!("the request body is larger than the limit of {limit} bytes")
+            }
+            Self::UriTooLong { limit } => {
+                format!("the request URI is longer than the limit of {limit} bytes")
+            }
+            Self::HeadersTooLarge {
+                max_headers,
+                max_bytes,
+            } => format!(
+                "the request headers exceed the limit of {max_headers} fields or {max_bytes} bytes"
+            ),
+            Self::MethodNotAllowed => {
+                "this path does not serve that method; see the `Allow` header".to_owned()
             }
             Self::RateLimited { retry_after_secs } => {
                 format!("too many requests; retry after {retry_after_secs} s")

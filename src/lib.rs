@@ -114,7 +114,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, gives open streams
-/// `SHUTDOWN_GRACE_SECS` to finish, and ends the rest with `shutting_down`.
+/// `SHUTDOWN_GRACE_SECS` to finish, ends the rest with `shutting_down`, and
+/// returns at most [`server::SHUTDOWN_DRAIN`] later whatever is still open.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -124,7 +125,9 @@ pub async fn serve(
     let grace = state.config.shutdown_grace;
     let limits = server::Limits {
         max_connections: state.config.max_connections,
-        header_timeout: state.config.request_timeout,
+        request_timeout: state.config.request_timeout,
+        max_body_bytes: state.config.max_body_bytes,
+        shutdown_grace: grace,
     };
     server::run(listener, app(state), limits, shutdown, move || {
         tracing::info!(

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, middleware};
 use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -66,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(assets::router())
+        // axum still adds the `Allow` header to this answer.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         // Bodies are read through `JsonBody`, which turns this limit into our 413.
         .layer(DefaultBodyLimit::max(max_body));
@@ -259,6 +262,10 @@ async fn not_found() -> Error {
     Error::NotFound("no such route".to_owned())
 }
 
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
 async fn start(state: &AppState, caller: Caller, request: ChatRequest) -> Result<Response, Error> {
     let (id, follower) = open(state, caller, request).await?;
     Ok(relay::response(id, follower, state.config.keepalive))
@@ -437,5 +444,40 @@ fn body_error(rejection: &BytesRejection, limit: usize) -> Error {
             "could not read the request body: {}",
             rejection.body_text()
         ))
+    }
+}
+
+/// axum's `Query`, refusing in our error shape (a duplicate or mistyped
+/// parameter names itself in the message).
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Error> {
+        axum::extract::Query::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| Error::InvalidRequest(rejection.body_text()))
+    }
+}
+
+/// axum's `Path`, refusing in our error shape.
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Error> {
+        axum::extract::Path::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|rejection| Error::InvalidRequest(rejection.body_text()))
     }
 }

@@ -1,6 +1,7 @@
 //! The accept loop: every connection gets `TCP_NODELAY`, a deadline for its
-//! request headers, and a place under `MAX_CONNECTIONS`; shutdown stops
-//! accepting, then drains.
+//! request headers, a place under `MAX_CONNECTIONS`, and is closed once it
+//! has had no open request for `REQUEST_TIMEOUT_SECS`; shutdown stops
+//! accepting, drains, and closes whatever is left at a hard deadline.
 //!
 //! `axum::serve` has no header timeout and no connection cap, so a client
 //! that opens connections and sends nothing (or sends headers a byte at a
@@ -13,6 +14,10 @@
 //! and hyper's read buffer then doubled to 16 KiB on every connection
 //! (README, Performance).
 
+mod activity;
+mod head;
+
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -21,30 +26,45 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::error::Error;
+use activity::Activity;
+pub use head::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
+
+/// How long after the streams' grace at shutdown connections may still
+/// drain (the final events of a stream, a response being written) before
+/// they are closed, so that shutdown ends in `SHUTDOWN_GRACE_SECS` + 2 s.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a connection closed for idleness may take to say goodbye.
+const IDLE_CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Limits of the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
-    pub header_timeout: Duration,
+    /// For a request head, and for a connection with no open request.
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// What open streams get at shutdown before they are ended.
+    pub shutdown_grace: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
-/// accepting and waits for open connections; `on_shutdown` runs at that
-/// moment (it starts the grace period of open streams).
+/// accepting and waits for open connections, at most
+/// `shutdown_grace` + [`SHUTDOWN_DRAIN`]; `on_shutdown` runs at that moment
+/// (it starts the grace period of open streams).
 pub async fn run(
     listener: TcpListener,
     router: Router,
@@ -56,15 +76,22 @@ pub async fn run(
     http1
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .max_buf_size(head::HARD_MAX_HEAD_BYTES)
+        .max_headers(head::HARD_MAX_HEADERS);
     let mut http2 = auto::Builder::new(TokioExecutor::new()).http2_only();
-    http2.http2().timer(TokioTimer::new());
+    http2
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(head::HARD_MAX_HEADER_LIST_BYTES);
     let builders = Arc::new((http1, http2));
     let places = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
-    // Connections still waiting for their first bytes when shutdown begins
-    // are closed at once, as hyper closes idle ones.
+    // Graceful: connections finish their requests and close; connections
+    // still waiting for their first bytes close at once.
     let stopping = CancellationToken::new();
+    // Hard: whatever is still open is dropped.
+    let closing = CancellationToken::new();
+    // Every connection task holds a receiver; all gone means all closed.
+    let (all_closed, open) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -88,55 +115,135 @@ pub async fn run(
             tokio::spawn(refuse(tcp));
             continue;
         };
-        // The peer address is what rate limits count when auth is off.
-        let service = router
-            .clone()
-            .map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-        let builders = Arc::clone(&builders);
-        let watcher = graceful.watcher();
-        let stopping = stopping.clone();
-        let header_timeout = limits.header_timeout;
+        let connection = Connection {
+            tcp,
+            router: router.clone(),
+            limits,
+            builders: Arc::clone(&builders),
+            stopping: stopping.clone(),
+            closing: closing.clone(),
+        };
+        let open = open.clone();
         tokio::spawn(async move {
-            let deadline = Instant::now() + header_timeout;
-            let detected = tokio::select! {
-                detected = tokio::time::timeout_at(deadline, speaks_http2(&tcp)) => detected,
-                () = stopping.cancelled() => return,
-            };
-            // Silent until the deadline, or gone: there is nothing to serve.
-            let Ok(Ok(is_http2)) = detected else {
-                return;
-            };
-            let (http1_builder, http2_builder) = &*builders;
-            let timed;
-            let builder = if is_http2 {
-                http2_builder
-            } else {
-                // The head's deadline counts from the connection, not from
-                // its first byte.
-                let mut builder = http1_builder.clone();
-                builder
-                    .http1()
-                    .header_read_timeout(deadline.saturating_duration_since(Instant::now()));
-                timed = builder;
-                &timed
-            };
-            let connection = builder
-                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
-                .into_owned();
-            if let Err(error) = watcher.watch(connection).await {
+            if let Err(error) = connection.serve(peer).await {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
-            drop(place);
+            drop((place, open));
         });
     }
-    drop(listener);
+    let deadline = Instant::now() + limits.shutdown_grace + SHUTDOWN_DRAIN;
+    drop((listener, open));
     on_shutdown();
     stopping.cancel();
-    graceful.shutdown().await;
+    if tokio::time::timeout_at(deadline, all_closed.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = all_closed.receiver_count(),
+            "closing the connections still open at the shutdown deadline"
+        );
+        closing.cancel();
+        // Each task ends at its next poll; a short wait lets them go.
+        let _ = tokio::time::timeout(Duration::from_secs(1), all_closed.closed()).await;
+    }
     Ok(())
+}
+
+/// One accepted connection and what it needs to be served.
+struct Connection {
+    tcp: TcpStream,
+    router: Router,
+    limits: Limits,
+    builders: Arc<(auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>)>,
+    stopping: CancellationToken,
+    closing: CancellationToken,
+}
+
+impl Connection {
+    async fn serve(
+        self,
+        peer: std::net::SocketAddr,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let Self {
+            tcp,
+            router,
+            limits,
+            builders,
+            stopping,
+            closing,
+        } = self;
+        let deadline = Instant::now() + limits.request_timeout;
+        let detected = tokio::select! {
+            detected = tokio::time::timeout_at(deadline, speaks_http2(&tcp)) => detected,
+            () = stopping.cancelled() => return Ok(()),
+        };
+        // Silent until the deadline, or gone: there is nothing to serve.
+        let Ok(Ok(is_http2)) = detected else {
+            return Ok(());
+        };
+        let (http1_builder, http2_builder) = &*builders;
+        let timed;
+        let builder = if is_http2 {
+            http2_builder
+        } else {
+            // The head's deadline counts from the connection, not from its
+            // first byte.
+            let mut builder = http1_builder.clone();
+            builder
+                .http1()
+                .header_read_timeout(deadline.saturating_duration_since(Instant::now()));
+            timed = builder;
+            &timed
+        };
+        let activity = Activity::new();
+        let service = {
+            let activity = activity.clone();
+            tower::service_fn(move |mut request: Request<Incoming>| {
+                // The peer address is what rate limits count when auth is off.
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let open = activity.open();
+                let refusal = head::refusal(&request, limits.max_body_bytes);
+                let router = router.clone();
+                async move {
+                    let response = match refusal {
+                        Some(error) => error.into_response(),
+                        None => router.oneshot(request).await?,
+                    };
+                    Ok::<_, Infallible>(response.map(|body| open.around(body)))
+                }
+            })
+        };
+        let connection = builder.serve_connection(
+            TokioIo::new(head::OwnRefusals::new(tcp)),
+            TowerToHyperService::new(service),
+        );
+        tokio::pin!(connection);
+        let idle = activity.idle(deadline, limits.request_timeout);
+        tokio::pin!(idle);
+        let dropped_at = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(dropped_at);
+        let mut winding_down = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => return result,
+                () = &mut idle, if !winding_down => {
+                    winding_down = true;
+                    connection.as_mut().graceful_shutdown();
+                    // An HTTP/2 close waits for the client to acknowledge it;
+                    // a client that never does is not waited for.
+                    dropped_at.as_mut().reset(Instant::now() + IDLE_CLOSE_DRAIN);
+                }
+                () = &mut dropped_at => return Ok(()),
+                () = stopping.cancelled(), if !winding_down => {
+                    winding_down = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                // Dropping the connection closes it, whatever it waits for.
+                () = closing.cancelled() => return Ok(()),
+            }
+        }
+    }
 }
 
 /// Whether `tcp` opens with the HTTP/2 connection preface; waits only as
@@ -163,13 +270,6 @@ async fn speaks_http2(tcp: &TcpStream) -> io::Result<bool> {
 async fn refuse(mut tcp: TcpStream) {
     let error =
         Error::Overloaded("too many connections (MAX_CONNECTIONS); try again shortly".to_owned());
-    let body = serde_json::to_string(&error.body()).unwrap_or_default();
-    let head = format!(
-        "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        error.status(),
-        body.len()
-    );
-    let _ = tcp.write_all(head.as_bytes()).await;
-    let _ = tcp.write_all(body.as_bytes()).await;
+    let _ = tcp.write_all(&head::closing_response(&error)).await;
     let _ = tcp.shutdown().await;
 }

@@ -172,10 +172,14 @@ async fn oversized_headers_are_refused_and_the_server_keeps_serving() {
     .await;
     let status = read_status_line(&mut stream).await;
 
-    assert!(
-        status.starts_with("HTTP/1.1 431") || status.starts_with("HTTP/1.1 400"),
-        "{status:?}"
-    );
+    assert!(status.starts_with("HTTP/1.1 431"), "{status:?}");
+    let (status, body) = crate::input::raw_exchange(
+        app.addr,
+        format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {huge}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 431);
+    assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
     assert_still_serving(&app).await;
 }
 
@@ -272,4 +276,85 @@ async fn a_flood_of_idle_connections_does_not_stop_others_being_served() {
     assert_still_serving(&app).await;
     let health = json_body(app.get("/healthz").await).await;
     assert_eq!(health["status"], "ok");
+}
+
+/// Reads until the server closes `stream`; false if it is still open after 10 s.
+async fn closed_by_the_server(stream: &mut TcpStream) -> bool {
+    let mut buffer = vec![0u8; 16 * 1024];
+    let reading = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .is_ok()
+}
+
+/// The HTTP/2 preface and an empty SETTINGS frame: a client that then never
+/// opens a stream.
+const HTTP2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed_and_give_their_places_back() {
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_SECS", "0.5"), ("MAX_CONNECTIONS", "4")]).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(app.addr)
+            .await
+            .unwrap_or_else(|error| panic!("connect: {error}"));
+        stream
+            .write_all(HTTP2_HELLO)
+            .await
+            .unwrap_or_else(|error| panic!("write: {error}"));
+        idle.push(stream);
+    }
+
+    for stream in &mut idle {
+        assert!(
+            closed_by_the_server(stream).await,
+            "an HTTP/2 connection with no request should be closed after REQUEST_TIMEOUT_SECS"
+        );
+    }
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn an_http2_stream_longer_than_the_request_timeout_is_not_cut() {
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_SECS", "0.5")]).await;
+    app.upstream
+        .push(Reply::tokens(&["a", "b", "c", "d"]).pace(Duration::from_millis(400)));
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+
+    let response = http2
+        .post(app.url("/api/chat"))
+        .header("content-type", "application/json")
+        .body(json!({"prompt": "slow"}).to_string())
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let transcript = crate::helpers::Transcript::read(response).await;
+
+    assert_eq!(transcript.text_of("token"), "abcd");
+    assert!(transcript.ends_with_done());
+}
+
+#[tokio::test]
+async fn an_http1_connection_idle_between_requests_is_closed() {
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_SECS", "0.5")]).await;
+
+    let mut stream = raw_connection(&app, "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let status = read_status_line(&mut stream).await;
+
+    assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+    assert!(
+        closed_by_the_server(&mut stream).await,
+        "a keep-alive connection with no next request should be closed"
+    );
 }

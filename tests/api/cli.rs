@@ -8,9 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
 use serde_json::json;
 use tokenrelay::config::SETTINGS;
 
+use crate::fake_upstream::{FakeUpstream, Reply};
 use crate::helpers::{Transcript, http_client};
 
 pub(crate) fn binary() -> Command {
@@ -107,19 +111,30 @@ impl Server {
     }
 
     pub(crate) fn terminate(&mut self) -> bool {
+        self.terminate_within(Duration::from_secs(5))
+    }
+
+    /// Sends SIGTERM; true if the process then exited successfully within `bound`.
+    pub(crate) fn terminate_within(&mut self, bound: Duration) -> bool {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(
             sent.is_ok_and(|status| status.success()),
             "could not send SIGTERM"
         );
-        for _ in 0..100 {
+        self.exited_within(bound).is_some_and(|success| success)
+    }
+
+    /// Whether the process exited successfully, if it exited within `bound`.
+    fn exited_within(&mut self, bound: Duration) -> Option<bool> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < bound {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
+                return Some(status.success());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        false
+        None
     }
 }
 
@@ -277,4 +292,152 @@ async fn logs_have_one_line_per_stream_and_no_secrets_or_prompts() {
             );
         }
     }
+}
+
+#[test]
+fn values_outside_a_sane_range_stop_the_server_naming_the_variable() {
+    let dir = scratch_dir("ranges");
+    let cases = [
+        ("MAX_CONNECTIONS", "2305843009213693952"),
+        ("MAX_CONNECTIONS", "0"),
+        ("UPSTREAM_TOTAL_TIMEOUT_SECS", "1e15"),
+        ("SHUTDOWN_GRACE_SECS", "inf"),
+        ("KEEPALIVE_SECS", "NaN"),
+        ("REQUEST_TIMEOUT_SECS", "-1"),
+        ("UPSTREAM_RETRIES", "4294967295"),
+        ("MAX_BODY_BYTES", "18446744073709551615"),
+    ];
+
+    for (variable, value) in cases {
+        let mut server = Server::start(
+            binary()
+                .current_dir(&dir)
+                .env("LISTEN_ADDR", "127.0.0.1:0")
+                .env(variable, value),
+        );
+        let exit = server.exited_within(Duration::from_secs(10));
+        // The pipes close with the process; what it said is all there then.
+        let said: Vec<String> =
+            std::iter::from_fn(|| server.lines.recv_timeout(Duration::from_secs(5)).ok())
+                .take(1_000)
+                .collect();
+        assert_eq!(
+            exit,
+            Some(false),
+            "{variable}={value} should stop the server: {said:?}"
+        );
+        assert!(
+            said.iter()
+                .any(|line| line.contains(&format!("invalid {variable}"))),
+            "{variable}={value}: {said:?}"
+        );
+        assert!(
+            !said.iter().any(|line| line.contains("panicked")),
+            "{variable}={value}: {said:?}"
+        );
+    }
+}
+
+/// The grace streams get in the shutdown tests, and the bound the process
+/// must exit within after SIGTERM: the grace, the 2 s drain, and slack for
+/// a busy machine.
+const TEST_GRACE_SECS: u64 = 1;
+const EXIT_BOUND: Duration = Duration::from_secs(TEST_GRACE_SECS + 2 + 3);
+
+/// A binary in front of `upstream` whose own timeouts would never end
+/// anything during a test, so that only the shutdown deadline can.
+fn patient_server(name: &str, upstream: &FakeUpstream) -> (Server, String) {
+    let dir = scratch_dir(name);
+    let server = Server::start(
+        binary()
+            .current_dir(&dir)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("UPSTREAM_BASE_URL", upstream.base_url())
+            .env("DEFAULT_MODEL", "m")
+            .env("SHUTDOWN_GRACE_SECS", TEST_GRACE_SECS.to_string())
+            .env("REQUEST_TIMEOUT_SECS", "600")
+            .env("UPSTREAM_HEADERS_TIMEOUT_SECS", "600")
+            .env("UPSTREAM_RETRIES", "0"),
+    );
+    let addr = server.addr();
+    (server, addr)
+}
+
+async fn send_raw(addr: &str, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|error| panic!("connect: {error}"));
+    stream
+        .write_all(bytes)
+        .await
+        .unwrap_or_else(|error| panic!("write: {error}"));
+    stream
+}
+
+fn chat_request(body: &str, declared: usize) -> Vec<u8> {
+    format!(
+        "POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n{body}"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn shutdown_ends_in_time_with_a_client_that_stopped_reading() {
+    let upstream = FakeUpstream::start().await;
+    let token = format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": "x".repeat(500)}}]})
+    );
+    upstream.push(Reply::endless(token));
+    let (mut server, addr) = patient_server("stuck-reader", &upstream);
+    let body = r#"{"prompt":"x"}"#;
+
+    let _never_read = send_raw(&addr, &chat_request(body, body.len())).await;
+    assert!(upstream.wait_for_requests(1, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert!(
+        server.terminate_within(EXIT_BOUND),
+        "the server should exit within {EXIT_BOUND:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_in_time_with_a_request_waiting_for_upstream_headers() {
+    let upstream = FakeUpstream::start().await;
+    upstream.push(Reply::tokens(&["late"]).headers_after(Duration::from_secs(600)));
+    let (mut server, addr) = patient_server("waiting", &upstream);
+    let body = r#"{"prompt":"x"}"#;
+
+    let _waiting = send_raw(&addr, &chat_request(body, body.len())).await;
+    assert!(upstream.wait_for_requests(1, Duration::from_secs(10)).await);
+
+    assert!(
+        server.terminate_within(EXIT_BOUND),
+        "the server should exit within {EXIT_BOUND:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_in_time_with_clients_trickling_a_body_and_headers() {
+    let upstream = FakeUpstream::start().await;
+    let (mut server, addr) = patient_server("trickle", &upstream);
+
+    let mut body = send_raw(&addr, &chat_request("{", 100)).await;
+    let mut head = send_raw(&addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ").await;
+    let trickling = tokio::spawn(async move {
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if body.write_all(b" ").await.is_err() || head.write_all(b"a").await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(
+        server.terminate_within(EXIT_BOUND),
+        "the server should exit within {EXIT_BOUND:?}"
+    );
+    trickling.abort();
 }

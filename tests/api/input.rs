@@ -1,7 +1,12 @@
 //! Bad input gets a SPEC §3 answer that names the problem, and costs the
 //! server nothing: it keeps serving.
 
-use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::helpers::{TestApp, json_body, spawn_app, spawn_app_with};
 
@@ -15,6 +20,57 @@ async fn assert_refused(response: reqwest::Response, status: u16, code: &str, me
         message.contains(mentions),
         "message {message:?} should mention {mentions:?}"
     );
+    assert!(body["error"]["type"].is_string(), "{body}");
+}
+
+/// Sends `request` as raw bytes on a new connection and reads one answer:
+/// its status and its body as JSON.
+pub(crate) async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|error| panic!("connect: {error}"));
+    // The server may answer (and close) before it read everything.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let reading = async {
+        loop {
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|line| {
+                        line.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|n| n.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    let status = head
+                        .get(9..12)
+                        .and_then(|code| code.parse().ok())
+                        .unwrap_or(0);
+                    let json = serde_json::from_str(&body[..length])
+                        .unwrap_or_else(|error| panic!("not JSON ({error}): {text:?}"));
+                    return (status, json);
+                }
+            }
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => panic!("the connection closed before a whole answer: {text:?}"),
+                Ok(read) => answer.extend_from_slice(&buffer[..read]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .unwrap_or_else(|_| panic!("no whole answer within 10 s"))
+}
+
+/// Asserts a raw answer is `status` with our error shape and `code`.
+fn assert_raw_refused((status, body): &(u16, Value), expected: u16, code: &str) {
+    assert_eq!(*status, expected, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
     assert!(body["error"]["type"].is_string(), "{body}");
 }
 
@@ -160,4 +216,136 @@ async fn a_request_without_a_model_and_no_default_gets_400() {
         "model",
     )
     .await;
+}
+
+#[tokio::test]
+async fn bad_query_parameters_and_paths_get_400_json() {
+    let app = spawn_app().await;
+
+    assert_refused(
+        app.get("/api/chat?prompt=a&prompt=b").await,
+        400,
+        "invalid_request",
+        "prompt",
+    )
+    .await;
+    assert_refused(
+        app.get("/api/chat?prompt=%ZZ").await,
+        400,
+        "invalid_request",
+        "percent-encoded",
+    )
+    .await;
+    assert_refused(
+        app.get("/api/chat?prompt=%FF").await,
+        400,
+        "invalid_request",
+        "percent-encoded",
+    )
+    .await;
+    assert_refused(
+        app.get("/api/chat/%FF%FE/events").await,
+        400,
+        "invalid_request",
+        "path",
+    )
+    .await;
+    assert_eq!(app.upstream.requests().len(), 0);
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn a_wrong_method_on_a_known_path_gets_405_with_allow() {
+    let app = spawn_app().await;
+
+    let put = app
+        .client
+        .put(app.url("/api/chat"))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let post = app
+        .client
+        .post(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+
+    for (response, allowed) in [(put, "POST"), (post, "GET")] {
+        let allow = response
+            .headers()
+            .get("allow")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(allow.contains(allowed), "Allow: {allow:?}");
+        assert_refused(response, 405, "method_not_allowed", "Allow").await;
+    }
+}
+
+#[tokio::test]
+async fn long_uris_get_414_json() {
+    let app = spawn_app().await;
+
+    for size in [20 * 1024, 100 * 1024] {
+        let request = format!(
+            "GET /api/chat?prompt={} HTTP/1.1\r\nhost: x\r\n\r\n",
+            "a".repeat(size)
+        );
+        let answer = raw_exchange(app.addr, request.as_bytes()).await;
+        assert_raw_refused(&answer, 414, "uri_too_long");
+    }
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn large_or_many_headers_get_431_json() {
+    let app = spawn_app().await;
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "b".repeat(64 * 1024)
+    );
+    let many = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        (0..200)
+            .map(|n| format!("x-h{n}: v\r\n"))
+            .collect::<String>()
+    );
+    let thousands = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        (0..2000)
+            .map(|n| format!("x-h{n}: v\r\n"))
+            .collect::<String>()
+    );
+
+    for request in [big, many, thousands] {
+        let answer = raw_exchange(app.addr, request.as_bytes()).await;
+        assert_raw_refused(&answer, 431, "headers_too_large");
+    }
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let over_http2 = http2
+        .get(app.url("/healthz"))
+        .header("x-big", "b".repeat(64 * 1024))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_refused(over_http2, 431, "headers_too_large", "bytes").await;
+    assert_still_serving(&app).await;
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_gets_413_before_it_is_sent() {
+    let app = spawn_app_with(&[("MAX_BODY_BYTES", "1024"), ("REQUEST_TIMEOUT_SECS", "60")]).await;
+
+    let answer = raw_exchange(
+        app.addr,
+        b"POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n",
+    )
+    .await;
+
+    assert_raw_refused(&answer, 413, "payload_too_large");
+    assert_still_serving(&app).await;
 }
