@@ -152,7 +152,7 @@ async fn events(
 ) -> Result<Response, Error> {
     let id = parse_stream_id(&stream_id)?;
     let from = match last_event_id(&headers, query.last_event_id.as_deref()) {
-        Some((resumed, seq)) if resumed == id => seq + 1,
+        Some((resumed, seq)) if resumed == id => seq.saturating_add(1),
         Some(_) => {
             return Err(Error::InvalidRequest(
                 "`Last-Event-ID` names a different stream than the path".to_owned(),
@@ -198,14 +198,28 @@ async fn healthz() -> Response {
 }
 
 /// Ready when the upstream answered recently (or answers a probe now).
+/// Without Redis, streams started here still work, so a Redis that does
+/// not answer makes the replica degraded, not unready.
 async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
-    if state.upstream.ready().await {
-        Ok(axum::Json(json!({"status": "ready"})).into_response())
-    } else {
-        Err(Error::NotReady(
+    if !state.upstream.ready().await {
+        return Err(Error::NotReady(
             "the upstream has not answered recently".to_owned(),
-        ))
+        ));
     }
+    let body = match state.streams.cluster() {
+        None => json!({"status": "ready"}),
+        Some(cluster) => match cluster.ping().await {
+            Ok(()) => json!({"status": "ready", "redis": "ok"}),
+            Err(problem) => json!({
+                "status": "degraded",
+                "redis": "unreachable",
+                "message": format!(
+                    "Redis does not answer ({problem}): streams of other replicas cannot be resumed or stopped here"
+                ),
+            }),
+        },
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -289,7 +303,7 @@ async fn resume_if_known(
     last_event_id: Option<(StreamId, u64)>,
 ) -> Result<Option<Response>, Error> {
     match last_event_id {
-        Some((id, seq)) => attach(state, caller, id, seq + 1).await,
+        Some((id, seq)) => attach(state, caller, id, seq.saturating_add(1)).await,
         None => Ok(None),
     }
 }
