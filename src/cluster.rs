@@ -865,3 +865,26 @@ fn kind(error: &redis::RedisError) -> String {
 fn unavailable(failure: Failure) -> Error {
     Error::Overloaded(format!("the shared event store is unavailable ({failure})"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u128> = (0..7).map(|_| backoff.failed().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000, 1000]);
+        backoff.succeeded();
+        assert_eq!(backoff.failing_for(), Duration::ZERO);
+        assert_eq!(backoff.failed(), MIN_BACKOFF);
+    }
+
+    #[test]
+    fn entry_ids_are_one_past_the_sequence_number() {
+        assert_eq!(seq_of("0-1"), Some(0));
+        assert_eq!(seq_of("0-18446744073709551615"), Some(u64::MAX - 1));
+        assert_eq!(seq_of("0-0"), None);
+        assert_eq!(seq_of("junk"), None);
+    }
+}

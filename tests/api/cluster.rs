@@ -451,7 +451,7 @@ async fn replicas_recover_by_themselves_when_redis_restarts() {
     let cancelled = json!({"type": "finish", "finish_reason": "cancelled", "usage": null});
     assert_eq!(
         Transcript::read(stopped).await.terminal(),
-        [cancelled.clone()]
+        std::slice::from_ref(&cancelled)
     );
     let elsewhere = follower.await.unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(elsewhere.status, 200);
