@@ -10,20 +10,30 @@
 //! follower notice a dead replica within seconds, and the follower's
 //! `listening` key keeps the runner from giving up on a client that moved.
 //!
+//! Redis may restart, lose what it held, or stop answering altogether, and
+//! none of that may take a replica down with it: every command has a
+//! deadline, a failed connection is replaced (with backoff), the stop
+//! channel is subscribed to again, and a mirror that lost its place asks
+//! Redis where the log ends and writes the rest, from the start when Redis
+//! forgot it. Local streams never wait for any of this.
+//!
 //! Keys, per stream id: `tokenrelay:{id}:log` (the events, entry id
 //! `0-<seq+1>`, field `e` = JSON), `tokenrelay:{id}:meta` (hash: `owner`,
 //! `done`), `tokenrelay:{id}:alive`, `tokenrelay:{id}:listening`; and the
 //! channel `tokenrelay:stop`.
 
+use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, Stream, StreamExt};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamReadOptions, StreamReadReply};
-use tokio::sync::mpsc;
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::access::Caller;
 use crate::error::Error;
@@ -42,21 +52,41 @@ const BATCH: usize = 256;
 const MAX_ENTRIES: usize = 100_000;
 /// Events buffered between a remote follower's reader and its client.
 const FOLLOWER_BUFFER: usize = 64;
-/// How long a single Redis command may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a single Redis command (or connecting) may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/readyz` waits for Redis before calling it unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a remote follower rides out a Redis that fails or does not
+/// answer before it ends its client's stream; with a blocked `XREAD` in
+/// flight, it notices within `BLOCK + COMMAND_TIMEOUT` (README).
+const OUTAGE: Duration = Duration::from_secs(3);
+/// The first wait before reaching Redis again; it doubles up to `MAX_BACKOFF`.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Kept short: a mirror must be back before remote followers give up.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The channel `DELETE` requests travel on.
 const STOP_CHANNEL: &str = "tokenrelay:stop";
+
+/// A stream that another replica runs (or ran), as a follower here finds it.
+#[derive(Debug)]
+pub enum Elsewhere<S> {
+    /// Its events from the position asked for, as they come.
+    Following(S),
+    /// It is over and the client has read all of it.
+    AllSeen,
+}
 
 /// A connection to the shared Redis.
 #[derive(Clone)]
 pub struct Cluster {
-    client: redis::Client,
-    commands: MultiplexedConnection,
+    link: Arc<Link>,
     ttl: Duration,
+    /// Fired when the shutdown grace is over: remote followers end then.
+    closing: CancellationToken,
 }
 
-impl std::fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cluster").finish_non_exhaustive()
     }
 }
@@ -66,88 +96,145 @@ impl Cluster {
     pub async fn connect(url: &str, ttl: Duration) -> Result<Self, Error> {
         let client = redis::Client::open(url)
             .map_err(|error| Error::Internal(format!("invalid REDIS_URL: {}", kind(&error))))?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let commands = client
-            .get_multiplexed_async_connection_with_config(&config)
+        let link = Arc::new(Link::new(client));
+        link.connection()
             .await
-            .map_err(|error| Error::Internal(format!("cannot reach Redis ({})", kind(&error))))?;
+            .map_err(|failure| Error::Internal(format!("cannot reach Redis ({failure})")))?;
         Ok(Self {
-            client,
-            commands,
+            link,
             ttl,
+            closing: CancellationToken::new(),
         })
     }
 
-    /// Stops local generations when any replica asks (`DELETE` elsewhere).
+    /// Stops local generations when any replica asks (`DELETE` elsewhere),
+    /// subscribing again whenever the subscription is lost; at shutdown,
+    /// ends the followers of generations that run elsewhere.
     pub async fn listen_for_stops(&self, streams: Streams) -> Result<(), Error> {
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(|error| {
-            Error::Internal(format!("cannot subscribe in Redis ({})", kind(&error)))
-        })?;
-        pubsub.subscribe(STOP_CHANNEL).await.map_err(|error| {
-            Error::Internal(format!("cannot subscribe in Redis ({})", kind(&error)))
-        })?;
+        let first = self
+            .subscribe()
+            .await
+            .map_err(|failure| Error::Internal(format!("cannot subscribe in Redis ({failure})")))?;
+        let cluster = self.clone();
+        let shutting_down = streams.shutting_down();
         tokio::spawn(async move {
-            let mut messages = pubsub.into_on_message();
-            while let Some(message) = messages.next().await {
-                let id = std::str::from_utf8(message.get_payload_bytes())
-                    .ok()
-                    .and_then(StreamId::parse);
-                if let Some(generation) = id.and_then(|id| streams.local(id)) {
-                    generation.stop();
-                }
+            tokio::select! {
+                () = cluster.relay_stops(first, &streams) => {}
+                () = shutting_down.cancelled() => {}
             }
-            tracing::warn!("the Redis subscription for stop requests ended");
+            cluster.closing.cancel();
         });
         Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<PubSub, Failure> {
+        let subscribing = async {
+            let mut pubsub = self.link.client.get_async_pubsub().await?;
+            pubsub.subscribe(STOP_CHANNEL).await?;
+            Ok(pubsub)
+        };
+        deadline(COMMAND_TIMEOUT, subscribing).await
+    }
+
+    /// Runs for the life of the process.
+    async fn relay_stops(&self, first: PubSub, streams: &Streams) {
+        let mut pubsub = Some(first);
+        let mut backoff = Backoff::default();
+        loop {
+            match pubsub.take() {
+                Some(subscribed) => {
+                    backoff.succeeded();
+                    stop_on_request(subscribed, streams).await;
+                    tracing::warn!(
+                        "lost the Redis subscription for stop requests; subscribing again"
+                    );
+                }
+                None => tokio::time::sleep(backoff.failed()).await,
+            }
+            pubsub = self.subscribe().await.ok();
+        }
     }
 
     /// Copies `generation`'s log into Redis until it ends, and keeps its
     /// heartbeat going meanwhile.
     pub fn mirror(&self, generation: Arc<Generation>, owner: Caller) {
         let cluster = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = cluster.run_mirror(&generation, owner).await {
-                tracing::warn!(stream_id = %generation.id(), %error, "mirroring to Redis stopped");
-            }
-        });
+        tokio::spawn(async move { cluster.run_mirror(&generation, owner).await });
     }
 
-    async fn run_mirror(
+    /// Mirrors through any number of Redis failures; gives up only after
+    /// Redis has been unreachable for as long as a mirrored log lives.
+    async fn run_mirror(&self, generation: &Arc<Generation>, owner: Caller) {
+        let keys = Keys::new(generation.id());
+        let running_ttl = self.ttl.max(Duration::from_secs(60));
+        let mut backoff = Backoff::default();
+        loop {
+            let Err(failure) = self
+                .mirror_from_redis_end(generation, owner, &keys, running_ttl, &mut backoff)
+                .await
+            else {
+                return;
+            };
+            if backoff.failing_for() > running_ttl {
+                tracing::warn!(stream_id = %generation.id(), %failure, "mirroring to Redis stopped");
+                return;
+            }
+            if backoff.failing_for().is_zero() {
+                tracing::warn!(stream_id = %generation.id(), %failure, "mirroring to Redis paused; retrying");
+            }
+            tokio::time::sleep(backoff.failed()).await;
+        }
+    }
+
+    /// Announces the generation, asks Redis where its copy of the log ends
+    /// (nowhere, after Redis lost it), and writes from there until the log
+    /// is complete or Redis fails.
+    async fn mirror_from_redis_end(
         &self,
         generation: &Arc<Generation>,
         owner: Caller,
-    ) -> redis::RedisResult<()> {
-        let keys = Keys::new(generation.id());
-        let mut conn = self.commands.clone();
-        let running_ttl = self.ttl.max(Duration::from_secs(60));
-        let () = redis::pipe()
+        keys: &Keys,
+        running_ttl: Duration,
+        backoff: &mut Backoff,
+    ) -> Result<(), Failure> {
+        let mut announce = redis::pipe();
+        announce
             .hset(&keys.meta, "owner", owner_tag(owner))
             .ignore()
             .pexpire(&keys.meta, expiry(running_ttl))
             .ignore()
             .set_options(&keys.alive, 1, lease_options())
             .ignore()
-            .query_async(&mut conn)
-            .await?;
-        let mut log = generation.watch(0);
+            .xrevrange_count(&keys.log, "+", "-", 1);
+        let (top,): (StreamRangeReply,) = self.link.query(&announce, COMMAND_TIMEOUT).await?;
+        backoff.succeeded();
+        let next = top
+            .ids
+            .first()
+            .and_then(|entry| seq_of(&entry.id))
+            .map_or(0, |seq| seq + 1);
+        let mut log = generation.watch(next);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut beat = redis::pipe();
+        beat.set_options(&keys.alive, 1, lease_options())
+            .ignore()
+            .exists(&keys.listening);
         loop {
             tokio::select! {
                 entry = log.next() => {
-                    let batch = batch(entry, &mut log);
-                    let finished = self.write(&mut conn, &keys, &batch, running_ttl).await?;
-                    if finished {
-                        return Ok(());
+                    let (events, then) = batch(entry, &mut log);
+                    let finished = matches!(then, Then::Finished);
+                    self.write(keys, &events, finished, running_ttl).await?;
+                    match then {
+                        Then::More => {}
+                        // Trimmed here before it was copied: Redis gets a
+                        // gap too, which followers there report.
+                        Then::SkipTo(first_kept) => log = generation.watch(first_kept),
+                        Then::Finished => return Ok(()),
                     }
                 }
                 _ = heartbeat.tick() => {
-                    let (_, listening): ((), bool) = redis::pipe()
-                        .set_options(&keys.alive, 1, lease_options())
-                        .exists(&keys.listening)
-                        .query_async(&mut conn)
-                        .await?;
+                    let (listening,): (bool,) = self.link.query(&beat, COMMAND_TIMEOUT).await?;
                     if listening {
                         generation.listened_elsewhere(Instant::now() + LEASE);
                     }
@@ -156,32 +243,26 @@ impl Cluster {
         }
     }
 
-    /// Writes one batch; returns whether the log is complete.
+    /// Writes one batch, and the `done` marker after the last event.
     async fn write(
         &self,
-        conn: &mut MultiplexedConnection,
         keys: &Keys,
-        batch: &[Entry],
+        events: &[(u64, StreamEvent)],
+        finished: bool,
         running_ttl: Duration,
-    ) -> redis::RedisResult<bool> {
+    ) -> Result<(), Failure> {
         let mut pipe = redis::pipe();
-        let mut finished = false;
-        for entry in batch {
-            match entry {
-                Entry::Event { seq, event } => {
-                    let json = serde_json::to_string(event).unwrap_or_default();
-                    pipe.cmd("XADD")
-                        .arg(&keys.log)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(MAX_ENTRIES)
-                        .arg(format!("0-{}", seq + 1))
-                        .arg("e")
-                        .arg(json)
-                        .ignore();
-                }
-                Entry::Done | Entry::Gap { .. } => finished = true,
-            }
+        for (seq, event) in events {
+            let json = serde_json::to_string(event).unwrap_or_default();
+            pipe.cmd("XADD")
+                .arg(&keys.log)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(MAX_ENTRIES)
+                .arg(format!("0-{}", seq + 1))
+                .arg("e")
+                .arg(json)
+                .ignore();
         }
         let ttl = if finished { self.ttl } else { running_ttl };
         pipe.pexpire(&keys.log, expiry(ttl)).ignore();
@@ -190,8 +271,7 @@ impl Cluster {
             pipe.hset(&keys.meta, "done", 1).ignore();
             pipe.del(&keys.alive).ignore();
         }
-        let () = pipe.query_async(conn).await?;
-        Ok(finished)
+        self.link.query(&pipe, COMMAND_TIMEOUT).await
     }
 
     /// Follows a generation that runs on another replica, from sequence
@@ -201,81 +281,413 @@ impl Cluster {
         id: StreamId,
         caller: Caller,
         from: u64,
-    ) -> Result<Option<impl Stream<Item = Entry> + Send + 'static + use<>>, Error> {
+    ) -> Result<Option<Elsewhere<impl Stream<Item = Entry> + Send + 'static + use<>>>, Error> {
         let keys = Keys::new(id);
-        if !self.owned_by(&keys, caller).await? {
-            return Ok(None);
-        }
-        // A blocking read needs a connection of its own with no response
-        // timeout: it waits on purpose.
-        let reader = self
-            .client
-            .get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(COMMAND_TIMEOUT))
-                    .set_response_timeout(None),
-            )
+        let mut state = redis::pipe();
+        state
+            .hget(&keys.meta, "owner")
+            .hget(&keys.meta, "done")
+            .xrevrange_count(&keys.log, "+", "-", 1);
+        let (owner, done, top): (Option<String>, Option<String>, StreamRangeReply) = self
+            .link
+            .query(&state, COMMAND_TIMEOUT)
             .await
             .map_err(unavailable)?;
-        let (sender, mut receiver) = mpsc::channel(FOLLOWER_BUFFER);
-        let commands = self.commands.clone();
-        tokio::spawn(async move {
-            let mut next = from;
-            if let Err(error) = read_remote(reader, commands, &keys, &mut next, &sender).await {
-                end_with_error(
-                    &sender,
-                    next,
-                    format!("lost the shared event log ({})", kind(&error)),
-                )
-                .await;
+        if owner.as_deref() != Some(owner_tag(caller).as_str()) {
+            return Ok(None);
+        }
+        let last = top.ids.first().and_then(|entry| seq_of(&entry.id));
+        if let (Some(_), Some(last)) = (done, last) {
+            if from > last.saturating_add(1) {
+                return Err(Error::InvalidRequest(format!(
+                    "`Last-Event-ID` is past the end of stream {id}, whose last event is {id}:{last}"
+                )));
             }
-        });
-        Ok(Some(futures_util::stream::poll_fn(move |cx| {
-            receiver.poll_recv(cx)
-        })))
+            if from == last.saturating_add(1) {
+                return Ok(Some(Elsewhere::AllSeen));
+            }
+        }
+        let reader = self.link.reader().await.map_err(unavailable)?;
+        let (sender, mut receiver) = mpsc::channel(FOLLOWER_BUFFER);
+        let remote = Remote {
+            cluster: self.clone(),
+            keys,
+            sender,
+            reader: Some(reader),
+            expected: from,
+            runner_grace: None,
+        };
+        tokio::spawn(remote.run());
+        Ok(Some(Elsewhere::Following(futures_util::stream::poll_fn(
+            move |cx| receiver.poll_recv(cx),
+        ))))
     }
 
     /// Asks every replica to stop `id`; false when no replica knows it for `caller`.
     pub async fn stop(&self, id: StreamId, caller: Caller) -> Result<bool, Error> {
         let keys = Keys::new(id);
-        if !self.owned_by(&keys, caller).await? {
+        let mut owner = redis::pipe();
+        owner.hget(&keys.meta, "owner");
+        let (owner,): (Option<String>,) = self
+            .link
+            .query(&owner, COMMAND_TIMEOUT)
+            .await
+            .map_err(unavailable)?;
+        if owner.as_deref() != Some(owner_tag(caller).as_str()) {
             return Ok(false);
         }
-        let mut conn = self.commands.clone();
-        let _: i64 = conn
-            .publish(STOP_CHANNEL, id.to_string())
+        let mut publish = redis::pipe();
+        publish.publish(STOP_CHANNEL, id.to_string()).ignore();
+        self.link
+            .query::<()>(&publish, COMMAND_TIMEOUT)
             .await
             .map_err(unavailable)?;
         Ok(true)
     }
 
-    async fn owned_by(&self, keys: &Keys, caller: Caller) -> Result<bool, Error> {
-        let mut conn = self.commands.clone();
-        let owner: Option<String> = conn.hget(&keys.meta, "owner").await.map_err(unavailable)?;
-        Ok(owner.as_deref() == Some(owner_tag(caller).as_str()))
+    /// Whether Redis answers now, for `/readyz`; why not, when it does not.
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut ping = redis::pipe();
+        ping.cmd("PING").ignore();
+        self.link
+            .query::<()>(&ping, PROBE_TIMEOUT)
+            .await
+            .map_err(|failure| failure.to_string())
     }
 }
 
-/// Reads the Redis Stream from `from`, forwarding events until the terminal
-/// one, and notices a runner that went away.
-async fn read_remote(
-    mut reader: MultiplexedConnection,
-    mut commands: MultiplexedConnection,
-    keys: &Keys,
-    expected: &mut u64,
-    sender: &mpsc::Sender<Entry>,
-) -> redis::RedisResult<()> {
-    let mut last = format!("0-{expected}");
-    let options = StreamReadOptions::default()
-        .block(millis(BLOCK) as usize)
-        .count(BATCH);
+/// Stops the local generations named on the stop channel until the
+/// subscription is lost; a ping now and then notices a Redis that went
+/// away without closing the connection.
+async fn stop_on_request(pubsub: PubSub, streams: &Streams) {
+    let (mut sink, mut messages) = pubsub.split();
+    let mut check = tokio::time::interval(LEASE);
     loop {
-        let () = commands
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return;
+                };
+                let id = std::str::from_utf8(message.get_payload_bytes())
+                    .ok()
+                    .and_then(StreamId::parse);
+                if let Some(generation) = id.and_then(|id| streams.local(id)) {
+                    generation.stop();
+                }
+            }
+            _ = check.tick() => {
+                if deadline(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The command connection every task shares, replaced when it fails.
+/// Attempts to connect again are spaced out ([`Backoff`]), so while Redis
+/// is down a caller gets a quick refusal rather than a wait.
+struct Link {
+    client: redis::Client,
+    /// The connection, numbered so a failure forgets only the one that failed.
+    current: std::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Held while connecting, so one caller connects and the others wait
+    /// for it (each within its own deadline).
+    connecting: Mutex<Reconnect>,
+}
+
+#[derive(Default)]
+struct Reconnect {
+    made: u64,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+}
+
+impl Link {
+    fn new(client: redis::Client) -> Self {
+        Self {
+            client,
+            current: std::sync::Mutex::default(),
+            connecting: Mutex::default(),
+        }
+    }
+
+    /// Runs `pipe` within `limit`, connecting first if need be.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        limit: Duration,
+    ) -> Result<T, Failure> {
+        let mut used = None;
+        match tokio::time::timeout(limit, self.attempt(pipe, &mut used)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Redis does not answer on it: the next caller connects anew.
+                if let Some(number) = used {
+                    self.forget(number);
+                }
+                Err(Failure::TimedOut)
+            }
+        }
+    }
+
+    /// A connection that broke while nobody used it (Redis restarted) gets
+    /// one more try on a fresh one.
+    async fn attempt<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        used: &mut Option<u64>,
+    ) -> Result<T, Failure> {
+        let mut tries = 2;
+        loop {
+            let (number, mut conn, fresh) = self.connection().await?;
+            *used = Some(number);
+            match pipe.query_async(&mut conn).await {
+                Err(error) if is_lost_connection(&error) => {
+                    self.forget(number);
+                    tries -= 1;
+                    if fresh || tries == 0 {
+                        return Err(Failure::Redis(error));
+                    }
+                }
+                result => return result.map_err(Failure::Redis),
+            }
+        }
+    }
+
+    /// The current connection, its number, and whether it was made just now.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection, bool), Failure> {
+        if let Some((number, conn)) = self.current() {
+            return Ok((number, conn, false));
+        }
+        let mut reconnect = self.connecting.lock().await;
+        if let Some((number, conn)) = self.current() {
+            return Ok((number, conn, false));
+        }
+        if reconnect.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(Failure::Backoff);
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT));
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        match deadline(COMMAND_TIMEOUT, connecting).await {
+            Ok(conn) => {
+                reconnect.made += 1;
+                let number = reconnect.made;
+                *self.slot() = Some((number, conn.clone()));
+                reconnect.backoff.succeeded();
+                reconnect.retry_at = None;
+                Ok((number, conn, true))
+            }
+            Err(failure) => {
+                let wait = reconnect.backoff.failed();
+                reconnect.retry_at = Some(Instant::now() + wait);
+                Err(failure)
+            }
+        }
+    }
+
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.slot().clone()
+    }
+
+    /// Forgets connection `number`, unless it was replaced already.
+    fn forget(&self, number: u64) {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|(current, _)| *current == number) {
+            *slot = None;
+        }
+    }
+
+    /// Never held across an await; a panic elsewhere leaves it consistent.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A connection of its own for a blocking read: with no response
+    /// timeout, as it waits on purpose; the reader puts its own deadline
+    /// around each read.
+    async fn reader(&self) -> Result<MultiplexedConnection, Failure> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(None);
+        deadline(
+            COMMAND_TIMEOUT,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+    }
+}
+
+/// Whether `error` means the connection is gone, not that a command failed.
+fn is_lost_connection(error: &redis::RedisError) -> bool {
+    !matches!(
+        error.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    )
+}
+
+/// Why Redis could not be used.
+#[derive(Debug)]
+enum Failure {
+    Redis(redis::RedisError),
+    TimedOut,
+    /// Connecting failed a moment ago; the next attempt waits its turn.
+    Backoff,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Redis(error) => f.write_str(&kind(error)),
+            Self::TimedOut => f.write_str("no answer in time"),
+            Self::Backoff => f.write_str("not reachable a moment ago"),
+        }
+    }
+}
+
+/// `future` within `limit`.
+async fn deadline<T>(
+    limit: Duration,
+    future: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result.map_err(Failure::Redis),
+        Err(_) => Err(Failure::TimedOut),
+    }
+}
+
+/// Waits between attempts to reach Redis: from `MIN_BACKOFF`, doubling to
+/// `MAX_BACKOFF`, and remembers since when it has been failing.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    since: Option<Instant>,
+}
+
+impl Backoff {
+    /// Counts a failure; returns how long to wait before the next attempt.
+    fn failed(&mut self) -> Duration {
+        self.since.get_or_insert_with(Instant::now);
+        let wait = MIN_BACKOFF
+            .saturating_mul(1 << self.failures.min(16))
+            .min(MAX_BACKOFF);
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+
+    fn failing_for(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+/// The reader behind one remote follower.
+struct Remote {
+    cluster: Cluster,
+    keys: Keys,
+    sender: mpsc::Sender<Entry>,
+    /// `None` after a failure, until it is replaced.
+    reader: Option<MultiplexedConnection>,
+    /// The sequence number the client needs next.
+    expected: u64,
+    /// After Redis came back, how long a missing heartbeat is not yet taken
+    /// for a dead runner: its mirror needs a moment to announce it again.
+    runner_grace: Option<Instant>,
+}
+
+/// What one round of reading left to do.
+enum Round {
+    Continue,
+    Ended,
+}
+
+impl Remote {
+    /// Forwards events until the terminal one, a failure the follower
+    /// cannot ride out, the client leaving, or shutdown.
+    async fn run(mut self) {
+        let mut backoff = Backoff::default();
+        let mut last_answer = Instant::now();
+        loop {
+            let closing = self.cluster.closing.clone();
+            let sender = self.sender.clone();
+            let round = tokio::select! {
+                biased;
+                () = closing.cancelled() => None,
+                () = sender.closed() => return,
+                round = self.round() => Some(round),
+            };
+            match round {
+                None => {
+                    self.end(
+                        ErrorCode::ShuttingDown,
+                        "the server is shutting down".to_owned(),
+                    )
+                    .await;
+                    return;
+                }
+                Some(Ok(Round::Ended)) => return,
+                Some(Ok(Round::Continue)) => {
+                    last_answer = Instant::now();
+                    backoff.succeeded();
+                }
+                Some(Err(failure)) => {
+                    self.reader = None;
+                    let wait = backoff.failed();
+                    if last_answer.elapsed() + wait >= OUTAGE {
+                        self.end(
+                            ErrorCode::UpstreamDisconnected,
+                            format!("lost the shared event log ({failure})"),
+                        )
+                        .await;
+                        return;
+                    }
+                    self.runner_grace = Some(Instant::now() + wait + LEASE);
+                    tokio::select! {
+                        () = closing.cancelled() => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn round(&mut self) -> Result<Round, Failure> {
+        let keys = &self.keys;
+        let mut listening = redis::pipe();
+        listening
             .set_options(&keys.listening, 1, lease_options())
+            .ignore();
+        self.cluster
+            .link
+            .query::<()>(&listening, COMMAND_TIMEOUT)
             .await?;
-        let reply: Option<StreamReadReply> = reader
-            .xread_options(&[&keys.log], &[&last], &options)
-            .await?;
+        let mut reader = match &self.reader {
+            Some(reader) => reader.clone(),
+            None => {
+                let reader = self.cluster.link.reader().await?;
+                self.reader = Some(reader.clone());
+                reader
+            }
+        };
+        let options = StreamReadOptions::default()
+            .block(millis(BLOCK) as usize)
+            .count(BATCH);
+        let last = format!("0-{}", self.expected);
+        let reply: Option<StreamReadReply> = deadline(
+            BLOCK + COMMAND_TIMEOUT,
+            reader.xread_options(&[&keys.log], &[&last], &options),
+        )
+        .await?;
         let entries = reply
             .into_iter()
             .flat_map(|reply| reply.keys)
@@ -283,91 +695,139 @@ async fn read_remote(
         let mut any = false;
         for entry in entries {
             any = true;
-            let seq = entry
-                .id
-                .split_once('-')
-                .and_then(|(_, n)| n.parse::<u64>().ok())
-                .map_or(0, |n| n.saturating_sub(1));
-            if seq > *expected {
-                let _ = sender.send(Entry::Gap { first_kept: seq }).await;
-                let _ = sender.send(Entry::Done).await;
-                return Ok(());
+            let seq = seq_of(&entry.id).unwrap_or(0);
+            if seq > self.expected {
+                let _ = self.sender.send(Entry::Gap { first_kept: seq }).await;
+                let _ = self.sender.send(Entry::Done).await;
+                return Ok(Round::Ended);
             }
-            let event = entry
-                .get::<String>("e")
-                .and_then(|json| serde_json::from_str::<StreamEvent>(&json).ok());
-            let Some(event) = event else {
-                end_with_error(
-                    sender,
-                    seq,
+            let Some(event) = event_of(&entry) else {
+                self.end(
+                    ErrorCode::UpstreamDisconnected,
                     "the shared event log holds an unreadable event".to_owned(),
                 )
                 .await;
-                return Ok(());
+                return Ok(Round::Ended);
             };
-            last = entry.id;
-            *expected = seq + 1;
+            self.expected = seq + 1;
             let terminal = event.is_terminal();
-            if sender.send(Entry::Event { seq, event }).await.is_err() {
-                return Ok(());
+            if self.sender.send(Entry::Event { seq, event }).await.is_err() {
+                return Ok(Round::Ended);
             }
             if terminal {
-                let _ = sender.send(Entry::Done).await;
-                return Ok(());
+                let _ = self.sender.send(Entry::Done).await;
+                return Ok(Round::Ended);
             }
         }
         if any {
-            continue;
+            return Ok(Round::Continue);
         }
-        if sender.is_closed() {
-            return Ok(());
-        }
-        let (alive, done): (bool, Option<String>) = redis::pipe()
+        // Nothing new for a while: is the log complete, and is its runner
+        // still there?
+        let mut state = redis::pipe();
+        state
             .exists(&keys.alive)
             .hget(&keys.meta, "done")
-            .query_async(&mut commands)
-            .await?;
+            .xrevrange_count(&keys.log, "+", "-", 1);
+        let (alive, done, top): (bool, Option<String>, StreamRangeReply) =
+            self.cluster.link.query(&state, COMMAND_TIMEOUT).await?;
         if done.is_some() {
-            let _ = sender.send(Entry::Done).await;
-            return Ok(());
+            let top = top.ids.first();
+            let top_seq = top.and_then(|entry| seq_of(&entry.id));
+            if top_seq.is_some_and(|seq| seq >= self.expected) {
+                // Written after our read: read it.
+                return Ok(Round::Continue);
+            }
+            // The client ends cleanly only if it has the terminal event.
+            let has_terminal = top_seq.is_some_and(|seq| seq + 1 == self.expected)
+                && top
+                    .and_then(event_of)
+                    .is_some_and(|event| event.is_terminal());
+            if has_terminal {
+                let _ = self.sender.send(Entry::Done).await;
+            } else {
+                self.end(
+                    ErrorCode::ResumeGap,
+                    "the shared event log ends before this stream's last event \
+                     (it was trimmed or lost); start a new generation"
+                        .to_owned(),
+                )
+                .await;
+            }
+            return Ok(Round::Ended);
         }
-        if !alive {
-            end_with_error(
-                sender,
-                *expected,
+        let in_grace = self
+            .runner_grace
+            .is_some_and(|until| Instant::now() < until);
+        if !alive && !in_grace {
+            self.end(
+                ErrorCode::UpstreamDisconnected,
                 "the replica running this generation stopped before it finished".to_owned(),
             )
             .await;
-            return Ok(());
+            return Ok(Round::Ended);
         }
+        Ok(Round::Continue)
+    }
+
+    /// Ends the client's stream honestly: an `error` event, numbered as the
+    /// next event would have been, then the end.
+    async fn end(&self, code: ErrorCode, message: String) {
+        let error = StreamEvent::error(code, message);
+        let _ = self
+            .sender
+            .send(Entry::Event {
+                seq: self.expected,
+                event: error,
+            })
+            .await;
+        let _ = self.sender.send(Entry::Done).await;
     }
 }
 
-/// Ends a remote follower honestly: an `error` event numbered `seq`, then the end.
-async fn end_with_error(sender: &mpsc::Sender<Entry>, seq: u64, message: String) {
-    let error = StreamEvent::error(ErrorCode::UpstreamDisconnected, message);
-    let _ = sender.send(Entry::Event { seq, event: error }).await;
-    let _ = sender.send(Entry::Done).await;
+/// The sequence number of the event stored under entry id `0-<seq+1>`.
+fn seq_of(entry_id: &str) -> Option<u64> {
+    let (_, n) = entry_id.split_once('-')?;
+    n.parse::<u64>().ok()?.checked_sub(1)
 }
 
-/// The entry that woke the mirror, and whatever else is already waiting.
-fn batch(first: Option<Entry>, log: &mut (impl Stream<Item = Entry> + Unpin)) -> Vec<Entry> {
-    let mut batch: Vec<Entry> = first.into_iter().collect();
-    if batch.is_empty() {
-        batch.push(Entry::Done);
-        return batch;
-    }
-    while batch.len() < BATCH {
+fn event_of(entry: &redis::streams::StreamId) -> Option<StreamEvent> {
+    entry
+        .get::<String>("e")
+        .and_then(|json| serde_json::from_str(&json).ok())
+}
+
+/// How a batch of the mirror ends.
+enum Then {
+    /// More may follow.
+    More,
+    /// The log here no longer holds the next events; go on from this one.
+    SkipTo(u64),
+    /// The log is complete.
+    Finished,
+}
+
+/// The events that woke the mirror, and whatever else is already waiting.
+fn batch(
+    first: Option<Entry>,
+    log: &mut (impl Stream<Item = Entry> + Unpin),
+) -> (Vec<(u64, StreamEvent)>, Then) {
+    let mut events = Vec::new();
+    let mut entry = first;
+    loop {
+        match entry {
+            Some(Entry::Event { seq, event }) => events.push((seq, event)),
+            Some(Entry::Gap { first_kept }) => return (events, Then::SkipTo(first_kept)),
+            Some(Entry::Done) | None => return (events, Then::Finished),
+        }
+        if events.len() >= BATCH {
+            return (events, Then::More);
+        }
         match log.next().now_or_never() {
-            Some(Some(entry)) => batch.push(entry),
-            Some(None) => {
-                batch.push(Entry::Done);
-                break;
-            }
-            None => break,
+            Some(next) => entry = next,
+            None => return (events, Then::More),
         }
     }
-    batch
 }
 
 struct Keys {
@@ -411,9 +871,29 @@ fn kind(error: &redis::RedisError) -> String {
     format!("{:?}", error.kind())
 }
 
-fn unavailable(error: redis::RedisError) -> Error {
-    Error::Overloaded(format!(
-        "the shared event store is unavailable ({})",
-        kind(&error)
-    ))
+fn unavailable(failure: Failure) -> Error {
+    Error::Overloaded(format!("the shared event store is unavailable ({failure})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u128> = (0..7).map(|_| backoff.failed().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000, 1000]);
+        backoff.succeeded();
+        assert_eq!(backoff.failing_for(), Duration::ZERO);
+        assert_eq!(backoff.failed(), MIN_BACKOFF);
+    }
+
+    #[test]
+    fn entry_ids_are_one_past_the_sequence_number() {
+        assert_eq!(seq_of("0-1"), Some(0));
+        assert_eq!(seq_of("0-18446744073709551615"), Some(u64::MAX - 1));
+        assert_eq!(seq_of("0-0"), None);
+        assert_eq!(seq_of("junk"), None);
+    }
 }

@@ -22,6 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::access::{self, Access, Caller};
 use crate::assets;
+use crate::cluster::Elsewhere;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{Metrics, Outcome};
@@ -214,14 +215,28 @@ async fn healthz() -> Response {
 }
 
 /// Ready when the upstream answered recently (or answers a probe now).
+/// Without Redis, streams started here still work, so a Redis that does
+/// not answer makes the replica degraded, not unready.
 async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
-    if state.upstream.ready().await {
-        Ok(axum::Json(json!({"status": "ready"})).into_response())
-    } else {
-        Err(Error::NotReady(
+    if !state.upstream.ready().await {
+        return Err(Error::NotReady(
             "the upstream has not answered recently".to_owned(),
-        ))
+        ));
     }
+    let body = match state.streams.cluster() {
+        None => json!({"status": "ready"}),
+        Some(cluster) => match cluster.ping().await {
+            Ok(()) => json!({"status": "ready", "redis": "ok"}),
+            Err(problem) => json!({
+                "status": "degraded",
+                "redis": "unreachable",
+                "message": format!(
+                    "Redis does not answer ({problem}): streams of other replicas cannot be resumed or stopped here"
+                ),
+            }),
+        },
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -333,7 +348,10 @@ async fn attach(state: &AppState, caller: Caller, point: ResumePoint) -> Result<
         },
         None => match state.streams.cluster() {
             Some(cluster) => match cluster.follow(id, caller, from).await? {
-                Some(remote) => Attached::Following(relay::response(id, remote, keepalive)),
+                Some(Elsewhere::Following(remote)) => {
+                    Attached::Following(relay::response(id, remote, keepalive))
+                }
+                Some(Elsewhere::AllSeen) => Attached::AllSeen,
                 None => Attached::Unknown,
             },
             None => Attached::Unknown,

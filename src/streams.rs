@@ -159,6 +159,12 @@ impl Streams {
     pub fn shut_down(&self) {
         self.registry.shutdown.cancel();
     }
+
+    /// Fired when [`Streams::shut_down`] is called, for readers that are not
+    /// generations of this process (followers of another replica's).
+    pub fn shutting_down(&self) -> CancellationToken {
+        self.registry.shutdown.clone()
+    }
 }
 
 /// A reserved place for a generation whose upstream is being called.

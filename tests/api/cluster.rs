@@ -11,11 +11,13 @@ use serde_json::json;
 
 use crate::cli::{Server, binary, scratch_dir};
 use crate::fake_upstream::{FakeUpstream, Reply};
-use crate::helpers::{Transcript, http_client, parse_frames, stream_id_of};
+use crate::helpers::{Transcript, http_client, json_body, parse_frames, stream_id_of};
 
-/// A `redis-server` of our own on a free loopback port.
+/// A `redis-server` of our own on a free loopback port, which a test may
+/// stop and start again on the same port, or freeze.
 struct Redis {
     child: Child,
+    port: u16,
     url: String,
 }
 
@@ -26,32 +28,92 @@ impl Redis {
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
             .unwrap_or_else(|error| panic!("no free port: {error}"));
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("redis-server is missing ({error}): run scripts/setup.sh")
-            });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !pong(port) {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         Self {
-            child,
+            child: redis_server(port),
+            port,
             url: format!("redis://127.0.0.1:{port}/"),
         }
+    }
+
+    /// Stops the server; what it held is gone, as after a restart without
+    /// persistence.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port (after [`Redis::stop`]).
+    fn start_again(&mut self) {
+        self.child = redis_server(self.port);
+    }
+
+    /// SIGSTOP: connections stay open, nothing answers; thawed when the
+    /// guard is dropped, whatever happens in between.
+    fn freeze(&self) -> Frozen {
+        signal(&self.child, "-STOP");
+        Frozen(self.child.id())
+    }
+
+    /// One command, as `redis-cli` would send it; the raw reply.
+    fn command(&self, args: &[&str]) -> String {
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
+            .unwrap_or_else(|error| panic!("connect to redis: {error}"));
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        stream
+            .write_all(request.as_bytes())
+            .unwrap_or_else(|error| panic!("send to redis: {error}"));
+        let mut reply = [0u8; 4096];
+        let read = stream.read(&mut reply).unwrap_or(0);
+        String::from_utf8_lossy(&reply[..read]).into_owned()
+    }
+}
+
+fn redis_server(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("redis-server is missing ({error}): run scripts/setup.sh"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pong(port) {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    assert!(
+        sent.is_ok_and(|status| status.success()),
+        "could not send {signal}"
+    );
+}
+
+/// A frozen `redis-server`, by process id; SIGCONT on drop.
+struct Frozen(u32);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
     }
 }
 
@@ -67,23 +129,32 @@ fn pong(port: u16) -> bool {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
 /// A tokenrelay process sharing `redis` in front of `upstream`.
 fn replica(name: &str, redis: &Redis, upstream: &FakeUpstream) -> (Server, String) {
+    replica_with(name, redis, upstream, &[])
+}
+
+fn replica_with(
+    name: &str,
+    redis: &Redis,
+    upstream: &FakeUpstream,
+    settings: &[(&str, &str)],
+) -> (Server, String) {
     let dir = scratch_dir(name);
-    let server = Server::start(
-        binary()
-            .current_dir(&dir)
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("UPSTREAM_BASE_URL", upstream.base_url())
-            .env("DEFAULT_MODEL", "m")
-            .env("RESUME_GRACE_SECS", "5")
-            .env("REDIS_URL", &redis.url),
-    );
+    let mut command = binary();
+    command
+        .current_dir(&dir)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("UPSTREAM_BASE_URL", upstream.base_url())
+        .env("DEFAULT_MODEL", "m")
+        .env("RESUME_GRACE_SECS", "5")
+        .env("REDIS_URL", &redis.url)
+        .envs(settings.iter().copied());
+    let server = Server::start(&mut command);
     let addr = server.addr();
     (server, format!("http://{addr}"))
 }
@@ -256,4 +327,368 @@ async fn followers_elsewhere_get_an_error_when_the_running_replica_dies() {
         "it saw the answer until the crash"
     );
     drop(running);
+}
+
+/// The `id:` of the last frame in `text` that has one.
+fn last_id(text: &str) -> String {
+    parse_frames(text)
+        .iter()
+        .rev()
+        .find_map(|frame| frame.id.clone())
+        .unwrap_or_default()
+}
+
+fn tokens_in(text: &str) -> String {
+    parse_frames(text)
+        .iter()
+        .filter_map(|frame| frame.json())
+        .filter(|event| event["type"] == "token")
+        .filter_map(|event| event["token"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Resumes `stream_id` on `base` after `last`, retrying (within 10 s)
+/// while the replica cannot tell yet: 404 or 503.
+async fn resume_when_known(base: &str, stream_id: &str, last: &str) -> Transcript {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = http_client()
+            .get(format!("{base}/api/chat/{stream_id}/events"))
+            .header("last-event-id", last)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        if response.status() == 200 || Instant::now() > deadline {
+            return Transcript::read(response).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn readyz(base: &str) -> (u16, serde_json::Value) {
+    let response = http_client()
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let status = response.status().as_u16();
+    (status, json_body(response).await)
+}
+
+#[tokio::test]
+async fn replicas_recover_by_themselves_when_redis_restarts() {
+    let mut redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let (running, running_text) = numbered(60, Duration::from_millis(50));
+    upstream.push(running);
+    let (meanwhile, meanwhile_text) = numbered(5, Duration::from_millis(1));
+    upstream.push(meanwhile);
+    let (stoppable, _) = numbered(300, Duration::from_millis(30));
+    upstream.push(stoppable);
+    let (_a, on_a) = replica("replica-a4", &redis, &upstream);
+    let (_b, on_b) = replica("replica-b4", &redis, &upstream);
+    assert_eq!(
+        readyz(&on_a).await,
+        (200, json!({"status": "ready", "redis": "ok"}))
+    );
+    let mut first = start_chat(&on_a).await;
+    let id = stream_id_of(&first);
+    let seen = read_tokens(&mut first, 3).await;
+
+    redis.stop();
+    let (status, ready) = readyz(&on_a).await;
+    let local = Transcript::read(start_chat(&on_a).await).await;
+    redis.start_again();
+
+    assert_eq!(status, 200, "local streams still work: {ready}");
+    assert_eq!(ready["status"], "degraded");
+    assert_eq!(ready["redis"], "unreachable");
+    assert_eq!(local.text_of("token"), meanwhile_text, "untouched by Redis");
+    assert_eq!(local.terminal()[0]["type"], "finish");
+    // The generation that ran through the restart is mirrored again.
+    let rest = resume_when_known(&on_b, &id, &last_id(&seen)).await;
+    assert_eq!(rest.status, 200, "{}", rest.text);
+    assert_eq!(
+        format!("{}{}", tokens_in(&seen), rest.text_of("token")),
+        running_text
+    );
+    assert_eq!(rest.terminal()[0]["type"], "finish");
+    assert!(rest.ends_with_done());
+    let here = Transcript::read(first).await;
+    assert_eq!(
+        format!("{}{}", tokens_in(&seen), here.text_of("token")),
+        running_text
+    );
+    // A new generation is mirrored, and a stop from elsewhere reaches it
+    // once its replica has subscribed again.
+    let mut stopped = start_chat(&on_a).await;
+    let stopped_id = stream_id_of(&stopped);
+    let opening = read_tokens(&mut stopped, 2).await;
+    let follower = tokio::spawn({
+        let on_b = on_b.clone();
+        let stopped_id = stopped_id.clone();
+        let last = last_id(&opening);
+        async move { resume_when_known(&on_b, &stopped_id, &last).await }
+    });
+    let subscribed = Instant::now() + Duration::from_secs(5);
+    // The reply ends with the number of subscribers: one per replica.
+    while !redis
+        .command(&["PUBSUB", "NUMSUB", "tokenrelay:stop"])
+        .ends_with(":2\r\n")
+    {
+        assert!(
+            Instant::now() < subscribed,
+            "the replicas did not subscribe again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deleted = http_client()
+        .delete(format!("{on_b}/api/chat/{stopped_id}"))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(deleted.status(), 204);
+    let cancelled = json!({"type": "finish", "finish_reason": "cancelled", "usage": null});
+    assert_eq!(
+        Transcript::read(stopped).await.terminal(),
+        std::slice::from_ref(&cancelled)
+    );
+    let elsewhere = follower.await.unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(elsewhere.status, 200);
+    assert_eq!(elsewhere.terminal(), [cancelled]);
+    assert!(!elsewhere.text_of("token").is_empty());
+}
+
+#[tokio::test]
+async fn a_frozen_redis_ends_remote_followers_within_seconds() {
+    let redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let (reply, text) = numbered(150, Duration::from_millis(30));
+    upstream.push(reply);
+    let (_a, on_a) = replica("replica-a5", &redis, &upstream);
+    let (_b, on_b) = replica("replica-b5", &redis, &upstream);
+    let running = start_chat(&on_a).await;
+    let id = stream_id_of(&running);
+    let local = tokio::spawn(Transcript::read(running));
+    let follower = tokio::spawn({
+        let on_b = on_b.clone();
+        let id = id.clone();
+        async move { follow(&on_b, &id, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let frozen = redis.freeze();
+    let started = Instant::now();
+    let transcript = tokio::time::timeout(Duration::from_secs(15), follower)
+        .await
+        .unwrap_or_else(|_| panic!("the follower was not ended while Redis was frozen"))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let ended_after = started.elapsed();
+    let (ready_status, ready) = readyz(&on_b).await;
+    drop(frozen);
+
+    assert!(
+        ended_after < Duration::from_secs(10),
+        "took {ended_after:?}"
+    );
+    let ending = transcript.terminal();
+    assert_eq!(ending.len(), 1, "{ending:?}");
+    assert_eq!(ending[0]["type"], "error");
+    assert_eq!(ending[0]["code"], "upstream_disconnected");
+    assert!(transcript.ends_with_done());
+    assert!(
+        !transcript.text_of("token").is_empty(),
+        "it followed until the freeze"
+    );
+    assert_eq!((ready_status, &ready["status"]), (200, &json!("degraded")));
+    let local = local.await.unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        local.text_of("token"),
+        text,
+        "the runner's own client saw it all"
+    );
+    assert_eq!(local.terminal()[0]["type"], "finish");
+}
+
+#[tokio::test]
+async fn remote_followers_never_see_a_clean_end_with_events_missing() {
+    let redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let (reply, text) = numbered(10, Duration::from_millis(5));
+    upstream.push(reply);
+    let (_a, on_a) = replica("replica-a6", &redis, &upstream);
+    let (_b, on_b) = replica("replica-b6", &redis, &upstream);
+    let response = start_chat(&on_a).await;
+    let id = stream_id_of(&response);
+    let whole = Transcript::read(response).await;
+    assert_eq!(whole.text_of("token"), text);
+    let meta = format!("tokenrelay:{id}:meta");
+    let log = format!("tokenrelay:{id}:log");
+    let mirrored = Instant::now() + Duration::from_secs(5);
+    while !redis.command(&["HGET", &meta, "done"]).starts_with("$1") {
+        assert!(Instant::now() < mirrored, "the log was not mirrored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // start, 10 tokens, finish: the last event is number 11.
+    // It had every event already: 204 stops an `EventSource` reconnecting.
+    let at_end = follow(&on_b, &id, Some(&format!("{id}:11"))).await;
+    assert_eq!((at_end.status, at_end.text.as_str()), (204, ""));
+    let reconnect = http_client()
+        .get(format!("{on_b}/api/chat?prompt=count"))
+        .header("last-event-id", format!("{id}:11"))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(reconnect.status(), 204, "EventSource is told to stop");
+
+    for past_the_end in ["12", "500", "18446744073709551615"] {
+        let response = http_client()
+            .get(format!("{on_b}/api/chat/{id}/events"))
+            .header("last-event-id", format!("{id}:{past_the_end}"))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(response.status(), 400, "from {past_the_end}");
+        assert_eq!(
+            json_body(response).await["error"]["code"],
+            "invalid_request"
+        );
+    }
+
+    // Trimmed past the follower's position: only the last 3 events remain.
+    assert_eq!(redis.command(&["XTRIM", &log, "MAXLEN", "3"]), ":9\r\n");
+    let trimmed = follow(&on_b, &id, Some(&format!("{id}:2"))).await;
+    assert_eq!(trimmed.status, 200);
+    assert_eq!(trimmed.terminal().len(), 1, "{}", trimmed.text);
+    assert_eq!(trimmed.terminal()[0]["code"], "resume_gap");
+    assert!(trimmed.ends_with_done());
+
+    // Marked done, but the events are gone (lost by Redis, or never written).
+    assert_eq!(redis.command(&["DEL", &log]), ":1\r\n");
+    for last in [None, Some(format!("{id}:4"))] {
+        let lost = follow(&on_b, &id, last.as_deref()).await;
+        assert_eq!(lost.status, 200);
+        assert_eq!(lost.terminal().len(), 1, "{}", lost.text);
+        assert_eq!(lost.terminal()[0]["type"], "error");
+        assert_eq!(lost.terminal()[0]["code"], "resume_gap");
+        assert!(lost.ends_with_done());
+    }
+}
+
+#[tokio::test]
+async fn a_remote_follower_ends_with_shutting_down_when_its_replica_stops() {
+    let redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let (reply, _) = numbered(300, Duration::from_millis(30));
+    upstream.push(reply);
+    let (_a, on_a) = replica("replica-a7", &redis, &upstream);
+    let (mut b, on_b) = replica_with(
+        "replica-b7",
+        &redis,
+        &upstream,
+        &[("SHUTDOWN_GRACE_SECS", "1")],
+    );
+    let mut running = start_chat(&on_a).await;
+    let id = stream_id_of(&running);
+    read_tokens(&mut running, 2).await;
+    let follower = tokio::spawn({
+        let on_b = on_b.clone();
+        let id = id.clone();
+        async move { follow(&on_b, &id, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let exited = tokio::task::spawn_blocking(move || b.terminate())
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let transcript = follower.await.unwrap_or_else(|error| panic!("{error}"));
+
+    assert!(exited, "B exits within its grace and a few seconds");
+    assert_eq!(transcript.status, 200);
+    assert!(!transcript.text_of("token").is_empty());
+    let ending = transcript.terminal();
+    assert_eq!(ending.len(), 1, "{ending:?}");
+    assert_eq!(ending[0]["type"], "error");
+    assert_eq!(ending[0]["code"], "shutting_down");
+    assert!(transcript.ends_with_done());
+    drop(running);
+}
+
+#[tokio::test]
+async fn ownership_follows_the_key_whatever_order_replicas_list_keys_in() {
+    // Arrange: the same two keys, listed in opposite orders.
+    let redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let (reply, text) = numbered(40, Duration::from_millis(20));
+    upstream.push(reply);
+    let (_a, on_a) = replica_with(
+        "owner-a",
+        &redis,
+        &upstream,
+        &[("PROXY_API_KEYS", "alice-key,bob-key")],
+    );
+    let (_b, on_b) = replica_with(
+        "owner-b",
+        &redis,
+        &upstream,
+        &[("PROXY_API_KEYS", "bob-key,alice-key")],
+    );
+    let response = http_client()
+        .post(format!("{on_a}/api/chat"))
+        .header("content-type", "application/json")
+        .bearer_auth("alice-key")
+        .body(json!({"prompt": "count"}).to_string())
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(response.status(), 200);
+    let id = stream_id_of(&response);
+    let as_key = |key: &'static str, method: reqwest::Method, path: String| {
+        http_client()
+            .request(method, format!("{on_b}{path}"))
+            .bearer_auth(key)
+            .send()
+    };
+    let events = format!("/api/chat/{id}/events");
+
+    // Act
+    let mut by_bob = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let by_alice = loop {
+        let attempt = as_key("alice-key", reqwest::Method::GET, events.clone())
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        if attempt.status() == 200 || Instant::now() > deadline {
+            break Transcript::read(attempt).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (method, path) in [
+        (reqwest::Method::GET, events.clone()),
+        (reqwest::Method::DELETE, format!("/api/chat/{id}")),
+    ] {
+        let response = as_key("bob-key", method.clone(), path)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        by_bob.push((method, response.status().as_u16()));
+    }
+    let original = Transcript::read(response).await;
+
+    // Assert
+    assert_eq!(
+        by_alice.status, 200,
+        "the owner follows on the other replica"
+    );
+    assert_eq!(by_alice.text_of("token"), text);
+    assert_eq!(
+        by_bob,
+        [(reqwest::Method::GET, 404), (reqwest::Method::DELETE, 404)],
+        "another key can neither read nor stop it"
+    );
+    assert_eq!(original.text_of("token"), text, "and did not stop it");
+    let owner = redis.command(&["HGET", &format!("tokenrelay:{id}:meta"), "owner"]);
+    assert!(
+        !owner.contains("alice-key") && owner.contains("key:"),
+        "the store holds an identity, not the key: {owner:?}"
+    );
 }
