@@ -770,17 +770,10 @@ impl Remote {
         Ok(Round::Continue)
     }
 
-    /// Ends the client's stream honestly: an `error` event, numbered as the
-    /// next event would have been, then the end.
+    /// Ends the client's stream honestly: an `error` that takes no place
+    /// in the log, then the end.
     async fn end(&self, code: ErrorCode, message: String) {
-        let error = StreamEvent::error(code, message);
-        let _ = self
-            .sender
-            .send(Entry::Event {
-                seq: self.expected,
-                event: error,
-            })
-            .await;
+        let _ = self.sender.send(Entry::Lost { code, message }).await;
         let _ = self.sender.send(Entry::Done).await;
     }
 }
@@ -818,7 +811,7 @@ fn batch(
         match entry {
             Some(Entry::Event { seq, event }) => events.push((seq, event)),
             Some(Entry::Gap { first_kept }) => return (events, Then::SkipTo(first_kept)),
-            Some(Entry::Done) | None => return (events, Then::Finished),
+            Some(Entry::Done | Entry::Lost { .. }) | None => return (events, Then::Finished),
         }
         if events.len() >= BATCH {
             return (events, Then::More);

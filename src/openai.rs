@@ -177,6 +177,13 @@ impl Chunks {
         match entry {
             Entry::Event { event, .. } => self.event(event),
             Entry::Gap { .. } => [Some(self.fail(&resume_gap())), None],
+            Entry::Lost { code, message } => {
+                let error = Error::Interrupted {
+                    code: *code,
+                    message: message.clone(),
+                };
+                [Some(self.fail(&error)), None]
+            }
             Entry::Done if self.failed => [None, None],
             Entry::Done => [Some(Event::default().data("[DONE]")), None],
         }
@@ -394,6 +401,7 @@ async fn assemble(mut follower: Follower, limit: usize) -> Result<Assembled, Err
                 assembled.apply(&event)?;
             }
             Entry::Gap { .. } => return Err(resume_gap()),
+            Entry::Lost { code, message } => return Err(Error::Interrupted { code, message }),
             Entry::Done => break,
         }
     }

@@ -99,6 +99,12 @@ fn frame(prefix: &str, scratch: &mut Scratch, entry: Entry) -> Event {
             )
         }
         Entry::Done => Event::default().data("[DONE]"),
+        Entry::Lost { code, message } => json_event(
+            Event::default(),
+            &StreamEvent::error(code, message),
+            &mut scratch.json,
+            r#"{"type":"error","code":"upstream_disconnected"}"#,
+        ),
         Entry::Gap { first_kept } => {
             let error = StreamEvent::error(
                 ErrorCode::ResumeGap,
@@ -375,6 +381,10 @@ mod tests {
                 event: StreamEvent::error(ErrorCode::UpstreamError, "line\r\nbreak"),
             },
             Entry::Gap { first_kept: 7 },
+            Entry::Lost {
+                code: ErrorCode::ShuttingDown,
+                message: "bye".to_owned(),
+            },
             Entry::Done,
         ];
         let text: String = body(stream::iter(entries))
@@ -386,6 +396,7 @@ mod tests {
              id: {id}:1\ndata: {{\"type\":\"token\",\"token\":\"w1 \"}}\n\n\
              id: {id}:2\ndata: {{\"type\":\"error\",\"code\":\"upstream_error\",\"message\":\"line\\r\\nbreak\"}}\n\n\
              data: {{\"type\":\"error\",\"code\":\"resume_gap\",\"message\":\"events before {id}:7 are no longer kept (RESUME_MAX_STREAM_BYTES); resume from there or start a new generation\"}}\n\n\
+             data: {{\"type\":\"error\",\"code\":\"shutting_down\",\"message\":\"bye\"}}\n\n\
              data: [DONE]\n\n"
         );
         assert_eq!(text, expected);

@@ -48,8 +48,16 @@ pub fn router(state: AppState) -> Router {
     // Everything in `api` is behind the key check and the rate limit; the
     // page, its files and the health checks stay open.
     let api = Router::new()
-        .route("/api/chat", post(chat).get(chat_from_query))
-        .route("/api/chat/{stream_id}/events", get(events))
+        .route(
+            "/api/chat",
+            post(chat)
+                .get(chat_from_query)
+                .head(|| async { no_head("GET, POST") }),
+        )
+        .route(
+            "/api/chat/{stream_id}/events",
+            get(events).head(|| async { no_head("GET") }),
+        )
         .route("/api/chat/{stream_id}", axum::routing::delete(stop))
         .merge(openai::router())
         .route_layer(middleware::from_fn_with_state(
@@ -279,6 +287,17 @@ async fn not_found() -> Error {
 
 async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed
+}
+
+/// `HEAD` where `GET` streams: axum would answer it by running the `GET`
+/// handler, which starts a billed generation (or attaches to one) for a
+/// client that reads nothing.
+fn no_head(allow: &'static str) -> Response {
+    let mut response = Error::MethodNotAllowed.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 async fn start(state: &AppState, caller: Caller, request: ChatRequest) -> Result<Response, Error> {

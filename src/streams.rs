@@ -784,6 +784,11 @@ pub enum Entry {
     Gap { first_kept: u64 },
     /// The generation is over and every event was read.
     Done,
+    /// This reader's view of the generation broke off, not the generation
+    /// (the shared store stopped answering, the server is shutting down): an
+    /// `error` at no position in the log, so that a client that resumes
+    /// continues right after the last event it really saw. `Done` follows.
+    Lost { code: ErrorCode, message: String },
 }
 
 /// One client's view of a generation. Dropping it detaches the client.

@@ -284,6 +284,40 @@ async fn a_wrong_method_on_a_known_path_gets_405_with_allow() {
 }
 
 #[tokio::test]
+async fn head_never_starts_or_attaches_to_a_generation() {
+    let app = spawn_app().await;
+    let done = app.chat(&serde_json::json!({"prompt": "hi"})).await;
+    let stream_id = done.header("x-stream-id").unwrap_or_default().to_owned();
+
+    for (path, allowed) in [
+        ("/api/chat?prompt=hi".to_owned(), "GET"),
+        (format!("/api/chat/{stream_id}/events"), "GET"),
+    ] {
+        let response = app
+            .client
+            .head(app.url(&path))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(response.status(), 405, "HEAD {path}");
+        let allow = response
+            .headers()
+            .get("allow")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            allow.contains(allowed) && !allow.contains("HEAD"),
+            "HEAD {path}: Allow {allow:?}"
+        );
+    }
+    assert_eq!(
+        app.upstream.requests().len(),
+        1,
+        "only the chat itself reached the upstream"
+    );
+}
+
+#[tokio::test]
 async fn long_uris_get_414_json() {
     let app = spawn_app().await;
 
