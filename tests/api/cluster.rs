@@ -317,19 +317,22 @@ async fn followers_elsewhere_get_an_error_when_the_running_replica_dies() {
         started.elapsed() < Duration::from_secs(15),
         "the follower must not hang"
     );
-    let ending = transcript.terminal();
-    assert_eq!(ending.len(), 1, "{ending:?}");
-    assert_eq!(ending[0]["type"], "error");
-    assert_eq!(ending[0]["code"], "upstream_disconnected");
-    assert!(transcript.ends_with_done());
-    assert!(
-        !transcript.text_of("token").is_empty(),
-        "it saw the answer until the crash"
-    );
+    assert_cut_off(&transcript, "it saw the answer until the crash");
     drop(running);
 }
 
 /// The `id:` of the last frame in `text` that has one.
+/// A follower that saw part of the answer and then an honest end: one
+/// `upstream_disconnected` error, then `[DONE]`.
+fn assert_cut_off(transcript: &Transcript, context: &str) {
+    let ending = transcript.terminal();
+    assert_eq!(ending.len(), 1, "{context}: {ending:?}");
+    assert_eq!(ending[0]["type"], "error", "{context}");
+    assert_eq!(ending[0]["code"], "upstream_disconnected", "{context}");
+    assert!(transcript.ends_with_done(), "{context}");
+    assert!(!transcript.text_of("token").is_empty(), "{context}");
+}
+
 fn last_id(text: &str) -> String {
     parse_frames(text)
         .iter()
@@ -491,15 +494,7 @@ async fn a_frozen_redis_ends_remote_followers_within_seconds() {
         ended_after < Duration::from_secs(10),
         "took {ended_after:?}"
     );
-    let ending = transcript.terminal();
-    assert_eq!(ending.len(), 1, "{ending:?}");
-    assert_eq!(ending[0]["type"], "error");
-    assert_eq!(ending[0]["code"], "upstream_disconnected");
-    assert!(transcript.ends_with_done());
-    assert!(
-        !transcript.text_of("token").is_empty(),
-        "it followed until the freeze"
-    );
+    assert_cut_off(&transcript, "it followed until the freeze");
     assert_eq!((ready_status, &ready["status"]), (200, &json!("degraded")));
     let local = local.await.unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(
