@@ -18,7 +18,7 @@ use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 
 /// The model name the demo answers to.
-pub const MODEL: &str = "tokenrelay-demo";
+pub(crate) const MODEL: &str = "tokenrelay-demo";
 
 /// About 30 tokens per second, like a brisk hosted model.
 const TOKEN_GAP: Duration = Duration::from_millis(33);
@@ -27,7 +27,7 @@ const TOKEN_GAP: Duration = Duration::from_millis(33);
 const MAX_QUOTE_CHARS: usize = 120;
 
 /// Starts the demo server on `127.0.0.1:0` and returns its base URL.
-pub async fn spawn() -> std::io::Result<String> {
+pub(crate) async fn spawn() -> std::io::Result<String> {
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let addr = listener.local_addr()?;

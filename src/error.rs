@@ -1,5 +1,5 @@
 //! The one error type of the HTTP surface, and the only place errors become
-//! a status code and a JSON body (SPEC §3).
+//! a status code and a JSON body (`docs/PROTOCOL.md` §4).
 //!
 //! Each variant says who is to blame: the client (4xx), the upstream
 //! (502/504) or us (500/503). Messages are written for the caller and never
@@ -10,10 +10,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::wire::ErrorCode;
+use crate::event::ErrorCode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// The request is malformed; the message names the field.
     InvalidRequest(String),
     Unauthorized,
@@ -51,7 +51,7 @@ pub enum Error {
     /// The upstream did not answer in time.
     UpstreamTimeout(String),
     /// The generation failed after it had begun (an in-stream `error` of
-    /// SPEC §2), told to a `/v1` client, which has no `error` event to read.
+    /// `docs/PROTOCOL.md` §5), told to a `/v1` client, which has no `error` event to read.
     Interrupted {
         code: ErrorCode,
         message: String,
@@ -65,7 +65,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -94,8 +94,8 @@ impl Error {
         }
     }
 
-    /// The machine-readable code of SPEC §3.
-    pub fn code(&self) -> &'static str {
+    /// The machine-readable code of `docs/PROTOCOL.md` §4.
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::Unauthorized => "unauthorized",
@@ -141,7 +141,7 @@ impl Error {
         }
     }
 
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Self::InvalidRequest(message)
             | Self::NotFound(message)
@@ -213,7 +213,7 @@ impl Error {
     /// `{"error": {"code", "message", "type"}}`: the body of an error
     /// response, and also the last chunk of a `/v1` stream that fails after
     /// it began, which OpenAI SDKs raise as an error of their own.
-    pub fn body(&self) -> impl Serialize + use<> {
+    pub(crate) fn body(&self) -> impl Serialize + use<> {
         Body {
             error: Detail {
                 code: self.code(),

@@ -4,11 +4,15 @@
 //! The label sets are small and fixed, so every series is a plain field or a
 //! small array rather than a map.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::wire::ErrorCode;
+use crate::error::Error;
+use crate::event::ErrorCode;
+use crate::lock::lock;
 
 /// Upper bounds (seconds) of the time-to-first-token histograms.
 const TTFT_BUCKETS: [f64; 14] = [
@@ -17,33 +21,61 @@ const TTFT_BUCKETS: [f64; 14] = [
 
 /// How a request to the API ended, by who is to blame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     ClientError,
     UpstreamError,
     ServerError,
 }
 
-const OUTCOMES: [(Outcome, &str); 4] = [
-    (Outcome::Ok, "ok"),
-    (Outcome::ClientError, "client_error"),
-    (Outcome::UpstreamError, "upstream_error"),
-    (Outcome::ServerError, "server_error"),
-];
+impl Outcome {
+    const ALL: [Self; 4] = [
+        Self::Ok,
+        Self::ClientError,
+        Self::UpstreamError,
+        Self::ServerError,
+    ];
 
-/// The routes requests are counted by.
-pub const ROUTES: [&str; 6] = [
-    "/api/chat",
-    "/api/chat/{stream_id}/events",
-    "/api/chat/{stream_id}",
-    "/v1/chat/completions",
-    "/v1/models",
-    "other",
-];
+    /// By the status the client got.
+    pub(crate) fn of(status: u16) -> Self {
+        match status {
+            ..400 => Self::Ok,
+            502 | 504 => Self::UpstreamError,
+            400..500 => Self::ClientError,
+            _ => Self::ServerError,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::ClientError => "client_error",
+            Self::UpstreamError => "upstream_error",
+            Self::ServerError => "server_error",
+        }
+    }
+}
+
+/// The route a request matched: the router's own template (`/api/chat/{stream_id}`),
+/// never the path a client sent, so the label set stays as small as the
+/// router.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Route(Box<str>);
+
+impl Route {
+    /// What a request that matched no route counts as.
+    pub(crate) fn other() -> Self {
+        Self("other".into())
+    }
+
+    pub(crate) fn matched(path: &axum::extract::MatchedPath) -> Self {
+        Self(path.as_str().into())
+    }
+}
 
 /// Why a generation was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cancellation {
+pub(crate) enum Cancellation {
     /// `DELETE`.
     Stopped,
     /// Nobody attached for the grace period.
@@ -51,90 +83,112 @@ pub enum Cancellation {
     Shutdown,
 }
 
-const CANCELLATIONS: [(Cancellation, &str); 3] = [
-    (Cancellation::Stopped, "delete"),
-    (Cancellation::Abandoned, "client_gone"),
-    (Cancellation::Shutdown, "shutdown"),
-];
+impl Cancellation {
+    const ALL: [Self; 3] = [Self::Stopped, Self::Abandoned, Self::Shutdown];
 
-/// Upstream failures, by kind: refusals before the stream and in-stream errors.
-const UPSTREAM_ERRORS: [&str; 7] = [
-    "status",
-    "connect",
-    "headers_timeout",
-    "upstream_error",
-    "upstream_disconnected",
-    "upstream_timeout",
-    "invalid_upstream_data",
+    fn label(self) -> &'static str {
+        match self {
+            Self::Stopped => "delete",
+            Self::Abandoned => "client_gone",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Why an upstream refused before the stream began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// It answered an error status (or something that is not an event stream).
+    Status,
+    Connect,
+    HeadersTimeout,
+}
+
+impl Refusal {
+    const ALL: [Self; 3] = [Self::Status, Self::Connect, Self::HeadersTimeout];
+
+    /// The kind of refusal `error` reports.
+    pub(crate) fn of(error: &Error) -> Self {
+        match error {
+            Error::Upstream { .. } => Self::Status,
+            Error::UpstreamTimeout(_) => Self::HeadersTimeout,
+            _ => Self::Connect,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Connect => "connect",
+            Self::HeadersTimeout => "headers_timeout",
+        }
+    }
+}
+
+/// The in-stream failures that are the upstream's doing.
+const UPSTREAM_FAILURES: [ErrorCode; 4] = [
+    ErrorCode::UpstreamError,
+    ErrorCode::UpstreamDisconnected,
+    ErrorCode::UpstreamTimeout,
+    ErrorCode::InvalidUpstreamData,
 ];
 
 /// All counters of one process.
 #[derive(Debug, Default)]
-pub struct Metrics {
-    requests: [[AtomicU64; 4]; ROUTES.len()],
+pub(crate) struct Metrics {
+    /// By route, then by outcome. Locked once per request, never per token.
+    requests: Mutex<BTreeMap<Route, [u64; Outcome::ALL.len()]>>,
     tokens: AtomicU64,
     resumes: AtomicU64,
-    cancellations: [AtomicU64; 3],
-    upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
+    cancellations: [AtomicU64; Cancellation::ALL.len()],
+    refusals: [AtomicU64; Refusal::ALL.len()],
+    failures: [AtomicU64; UPSTREAM_FAILURES.len()],
     ttft_upstream: Histogram,
     ttft_proxy: Histogram,
 }
 
 impl Metrics {
-    pub fn request(&self, route: &str, outcome: Outcome) {
-        let route = ROUTES
-            .iter()
-            .position(|known| *known == route)
-            .unwrap_or(ROUTES.len() - 1);
-        let outcome = OUTCOMES
-            .iter()
-            .position(|(known, _)| *known == outcome)
-            .unwrap_or(0);
-        self.requests[route][outcome].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn request(&self, route: Route, outcome: Outcome) {
+        lock(&self.requests).entry(route).or_default()[outcome as usize] += 1;
     }
 
-    pub fn tokens(&self, count: u64) {
+    pub(crate) fn tokens(&self, count: u64) {
         self.tokens.fetch_add(count, Ordering::Relaxed);
     }
 
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.resumes.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn cancellation(&self, cause: Cancellation) {
-        if let Some(index) = CANCELLATIONS.iter().position(|(known, _)| *known == cause) {
-            self.cancellations[index].fetch_add(1, Ordering::Relaxed);
-        }
+    pub(crate) fn cancellation(&self, cause: Cancellation) {
+        self.cancellations[cause as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a refusal before the stream (`status`, `connect`, `headers_timeout`).
-    pub fn upstream_refusal(&self, kind: &'static str) {
-        self.upstream_error_named(kind);
+    /// Counts a refusal before the stream.
+    pub(crate) fn upstream_refusal(&self, refusal: Refusal) {
+        self.refusals[refusal as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts an in-stream failure by its error code.
-    pub fn upstream_failure(&self, code: ErrorCode) {
-        self.upstream_error_named(code.as_str());
-    }
-
-    fn upstream_error_named(&self, kind: &str) {
-        if let Some(index) = UPSTREAM_ERRORS.iter().position(|known| *known == kind) {
-            self.upstream_errors[index].fetch_add(1, Ordering::Relaxed);
+    /// Counts an in-stream failure by its error code, when the upstream
+    /// caused it.
+    pub(crate) fn upstream_failure(&self, code: ErrorCode) {
+        if let Some(index) = UPSTREAM_FAILURES.iter().position(|known| *known == code) {
+            self.failures[index].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Time from sending the request to the upstream's first token.
-    pub fn upstream_ttft(&self, elapsed: Duration) {
+    pub(crate) fn upstream_ttft(&self, elapsed: Duration) {
         self.ttft_upstream.observe(elapsed);
     }
 
     /// Time from the upstream's first token reaching us to it leaving for the client.
-    pub fn proxy_ttft(&self, elapsed: Duration) {
+    pub(crate) fn proxy_ttft(&self, elapsed: Duration) {
         self.ttft_proxy.observe(elapsed);
     }
 
     /// The Prometheus text exposition of everything, with `active` streams.
-    pub fn render(&self, active: usize) -> String {
+    pub(crate) fn render(&self, active: usize) -> String {
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -144,12 +198,12 @@ impl Metrics {
             "tokenrelay_requests_total",
             "API requests by route and outcome.",
         );
-        for (route, by_outcome) in ROUTES.iter().zip(&self.requests) {
-            for ((_, outcome), count) in OUTCOMES.iter().zip(by_outcome) {
+        for (Route(route), by_outcome) in lock(&self.requests).iter() {
+            for (outcome, count) in Outcome::ALL.iter().zip(by_outcome) {
                 let _ = writeln!(
                     out,
-                    "tokenrelay_requests_total{{route=\"{route}\",outcome=\"{outcome}\"}} {}",
-                    count.load(Ordering::Relaxed)
+                    "tokenrelay_requests_total{{route=\"{route}\",outcome=\"{}\"}} {count}",
+                    outcome.label()
                 );
             }
         }
@@ -183,10 +237,11 @@ impl Metrics {
             "tokenrelay_cancellations_total",
             "Generations cancelled, by cause.",
         );
-        for ((_, cause), count) in CANCELLATIONS.iter().zip(&self.cancellations) {
+        for (cause, count) in Cancellation::ALL.iter().zip(&self.cancellations) {
             let _ = writeln!(
                 out,
-                "tokenrelay_cancellations_total{{cause=\"{cause}\"}} {}",
+                "tokenrelay_cancellations_total{{cause=\"{}\"}} {}",
+                cause.label(),
                 count.load(Ordering::Relaxed)
             );
         }
@@ -195,7 +250,10 @@ impl Metrics {
             "tokenrelay_upstream_errors_total",
             "Upstream failures, by kind.",
         );
-        for (kind, count) in UPSTREAM_ERRORS.iter().zip(&self.upstream_errors) {
+        let refusals = Refusal::ALL.iter().map(|refusal| refusal.label());
+        let failures = UPSTREAM_FAILURES.iter().map(|code| code.as_str());
+        let counts = self.refusals.iter().chain(&self.failures);
+        for (kind, count) in refusals.chain(failures).zip(counts) {
             let _ = writeln!(
                 out,
                 "tokenrelay_upstream_errors_total{{kind=\"{kind}\"}} {}",
@@ -273,10 +331,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_routes_count_as_other() {
+    fn requests_count_by_route_and_outcome() {
         let metrics = Metrics::default();
-        metrics.request("/api/chat", Outcome::Ok);
-        metrics.request("/secret/path", Outcome::ClientError);
+        metrics.request(Route("/api/chat".into()), Outcome::Ok);
+        metrics.request(Route::other(), Outcome::ClientError);
         let text = metrics.render(3);
         assert!(text.contains("tokenrelay_requests_total{route=\"/api/chat\",outcome=\"ok\"} 1"));
         assert!(

@@ -1,11 +1,11 @@
-//! A chat request as a client sends it: validated once, with errors that name
-//! the offending field, then rewritten into the body we send upstream.
+//! A chat request as a client sends it, validated once, with errors that
+//! name the offending field; every surface produces one and every provider
+//! dialect builds its upstream body from it.
 //!
 //! Fields we do not know are kept and forwarded untouched (`temperature`,
 //! `tools`, vendor extras...); the proxy owns only `stream` and
 //! `stream_options`, because it must always stream and always get usage.
 
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::error::Error;
@@ -21,14 +21,14 @@ const ROLES: [&str; 6] = [
 
 /// A validated chat request.
 #[derive(Debug, Clone)]
-pub struct ChatRequest {
+pub(crate) struct ChatRequest {
     fields: Map<String, Value>,
     model: Option<String>,
 }
 
 impl ChatRequest {
     /// Parses a JSON body: `{"messages": [...]}` or `{"prompt": "..."}`.
-    pub fn from_json(body: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn from_json(body: &[u8]) -> Result<Self, Error> {
         let value: Value = serde_json::from_slice(body).map_err(|error| {
             Error::InvalidRequest(format!("the body is not valid JSON: {error}"))
         })?;
@@ -39,7 +39,10 @@ impl ChatRequest {
     }
 
     /// The `GET /api/chat?prompt=...&model=...` form.
-    pub fn from_prompt(prompt: Option<String>, model: Option<String>) -> Result<Self, Error> {
+    pub(crate) fn from_prompt(
+        prompt: Option<String>,
+        model: Option<String>,
+    ) -> Result<Self, Error> {
         let mut fields = Map::new();
         if let Some(prompt) = prompt {
             fields.insert("prompt".to_owned(), Value::String(prompt));
@@ -80,13 +83,13 @@ impl ChatRequest {
     }
 
     /// The model the client asked for, if any.
-    pub fn model(&self) -> Option<&str> {
+    pub(crate) fn model(&self) -> Option<&str> {
         self.model.as_deref()
     }
 
     /// How the client asked to be answered. `/v1` answers in kind, so this is
-    /// read before [`ChatRequest::upstream_body`] overwrites both fields.
-    pub fn delivery(&self) -> Delivery {
+    /// read before a dialect builds the upstream body, which overwrites both.
+    pub(crate) fn delivery(&self) -> Delivery {
         Delivery {
             stream: self.fields.get("stream") == Some(&Value::Bool(true)),
             include_usage: self
@@ -97,25 +100,16 @@ impl ChatRequest {
         }
     }
 
-    /// The upstream body for `model`: the client's fields with streaming and
-    /// usage reporting forced on.
-    pub fn upstream_body(mut self, model: &str) -> Result<Bytes, Error> {
+    /// The fields as the client sent them, for a dialect to build its
+    /// upstream body from.
+    pub(crate) fn into_fields(self) -> Map<String, Value> {
         self.fields
-            .insert("model".to_owned(), Value::String(model.to_owned()));
-        self.fields.insert("stream".to_owned(), Value::Bool(true));
-        self.fields
-            .insert("stream_options".to_owned(), json!({"include_usage": true}));
-        serde_json::to_vec(&self.fields)
-            .map(Bytes::from)
-            .map_err(|error| {
-                Error::Internal(format!("could not encode the upstream request: {error}"))
-            })
     }
 }
 
 /// What the client itself asked for in `stream` and `stream_options`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// Server-sent chunks rather than one JSON answer.
     pub stream: bool,
     /// A final usage chunk (`stream_options.include_usage`).
@@ -232,30 +226,6 @@ mod tests {
                 "{body}: got {message:?}, wanted {expected:?}"
             );
         }
-    }
-
-    #[test]
-    fn the_upstream_body_keeps_extras_and_forces_streaming() {
-        let request = ChatRequest::from_json(
-            br#"{"prompt": "hi", "temperature": 0.2, "stream": false, "stream_options": {"include_usage": false}, "x_vendor": {"a": 1}}"#,
-        )
-        .unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(request.model(), None);
-        let body = request
-            .upstream_body("m1")
-            .unwrap_or_else(|error| panic!("{error}"));
-        let sent: Value = serde_json::from_slice(&body).unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(
-            sent,
-            json!({
-                "messages": [{"role": "user", "content": "hi"}],
-                "model": "m1",
-                "temperature": 0.2,
-                "stream": true,
-                "stream_options": {"include_usage": true},
-                "x_vendor": {"a": 1}
-            })
-        );
     }
 
     #[test]

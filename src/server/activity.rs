@@ -18,19 +18,19 @@ use tokio::time::Instant;
 
 /// The requests in flight on one connection.
 #[derive(Debug, Clone)]
-pub struct Activity {
+pub(super) struct Activity {
     in_flight: Arc<watch::Sender<usize>>,
 }
 
 impl Activity {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             in_flight: Arc::new(watch::Sender::new(0)),
         }
     }
 
     /// Counts one request until the returned guard is dropped.
-    pub fn open(&self) -> Open {
+    pub(super) fn open(&self) -> Open {
         self.in_flight.send_modify(|count| *count += 1);
         Open {
             in_flight: Arc::clone(&self.in_flight),
@@ -39,7 +39,7 @@ impl Activity {
 
     /// Resolves once no request has been in flight from `first` on, or for
     /// `period` after the last one ended.
-    pub async fn idle(&self, first: Instant, period: Duration) {
+    pub(super) async fn idle(&self, first: Instant, period: Duration) {
         let mut in_flight = self.in_flight.subscribe();
         let mut until = first;
         loop {
@@ -61,13 +61,13 @@ impl Activity {
 
 /// One request in flight; dropping it ends the count.
 #[derive(Debug)]
-pub struct Open {
+pub(super) struct Open {
     in_flight: Arc<watch::Sender<usize>>,
 }
 
 impl Open {
     /// Keeps the request counted for as long as `body` is being sent.
-    pub fn around<B>(self, body: B) -> Tracked<B> {
+    pub(super) fn around<B>(self, body: B) -> Tracked<B> {
         Tracked { body, _open: self }
     }
 }
@@ -81,7 +81,7 @@ impl Drop for Open {
 
 /// A response body that keeps its request counted as in flight.
 #[derive(Debug)]
-pub struct Tracked<B> {
+pub(super) struct Tracked<B> {
     body: B,
     _open: Open,
 }

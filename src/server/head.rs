@@ -19,21 +19,21 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::error::Error;
 
 /// Longest path and query accepted, in bytes.
-pub const MAX_URI_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_URI_BYTES: usize = 16 * 1024;
 /// Most header fields accepted in one request.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Most bytes of header names and values accepted in one request.
-pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// hyper's HTTP/1.1 read buffer, which bounds a whole head.
-pub const HARD_MAX_HEAD_BYTES: usize = 512 * 1024;
+pub(super) const HARD_MAX_HEAD_BYTES: usize = 512 * 1024;
 /// hyper's header table for HTTP/1.1.
-pub const HARD_MAX_HEADERS: usize = 1024;
+pub(super) const HARD_MAX_HEADERS: usize = 1024;
 /// The HTTP/2 header list size we advertise.
-pub const HARD_MAX_HEADER_LIST_BYTES: u32 = 512 * 1024;
+pub(super) const HARD_MAX_HEADER_LIST_BYTES: u32 = 512 * 1024;
 
 /// Why a request is refused before routing, if it is.
-pub fn refusal<B>(request: &Request<B>, max_body_bytes: usize) -> Option<Error> {
+pub(super) fn refusal<B>(request: &Request<B>, max_body_bytes: usize) -> Option<Error> {
     let target = request
         .uri()
         .path_and_query()
@@ -93,7 +93,7 @@ fn decodes(text: &str) -> bool {
 }
 
 /// The whole HTTP/1.1 answer for `error` on a connection that is then closed.
-pub fn closing_response(error: &Error) -> Vec<u8> {
+pub(super) fn closing_response(error: &Error) -> Vec<u8> {
     let body = serde_json::to_string(&error.body()).unwrap_or_default();
     format!(
         "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -107,14 +107,14 @@ pub fn closing_response(error: &Error) -> Vec<u8> {
 /// by ours. Every answer of ours carries a `content-type`, so a refusal
 /// without one can only be hyper's; hyper closes the connection after it.
 #[derive(Debug)]
-pub struct OwnRefusals<T> {
+pub(super) struct OwnRefusals<T> {
     io: T,
     /// Our answer and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
 }
 
 impl<T> OwnRefusals<T> {
-    pub fn new(io: T) -> Self {
+    pub(super) fn new(io: T) -> Self {
         Self {
             io,
             replacement: None,

@@ -1,8 +1,10 @@
-//! The public event protocol that `/api/chat` streams (SPEC §2).
+//! The normalized events every provider produces and every surface consumes:
+//! the event protocol `/api/chat` streams (`docs/PROTOCOL.md` §3).
 //!
 //! These types are the contract with every front end, so they live apart from
-//! the code that produces them: `translate` builds them from upstream chunks,
-//! `relay` frames them as SSE, and `/v1` re-encodes them as OpenAI chunks.
+//! the code that produces them: each provider's translator builds them from
+//! upstream chunks, `surfaces::sse` frames them as our SSE, and `/v1`
+//! re-encodes them as OpenAI chunks.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -10,7 +12,7 @@ use serde_json::value::RawValue;
 /// One event of a generation, in the order the client sees them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum StreamEvent {
+pub(crate) enum StreamEvent {
     /// First event of every stream.
     Start { stream_id: String, model: String },
     /// Assistant text; `refusal` marks text from `delta.refusal`.
@@ -52,12 +54,12 @@ pub enum StreamEvent {
 
 impl StreamEvent {
     /// `finish` and `error` end a stream; exactly one of them precedes `[DONE]`.
-    pub fn is_terminal(&self) -> bool {
+    pub(crate) fn is_terminal(&self) -> bool {
         matches!(self, Self::Finish { .. } | Self::Error { .. })
     }
 
     /// Text the model produced: what counts as a relayed token.
-    pub fn is_text(&self) -> bool {
+    pub(crate) fn is_text(&self) -> bool {
         matches!(
             self,
             Self::Token { .. } | Self::Reasoning { .. } | Self::ToolCall { .. }
@@ -66,7 +68,7 @@ impl StreamEvent {
 
     /// Roughly the bytes this event holds: what the memory bounds of the
     /// event log count.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         Self::size_holding(match self {
             Self::Start { stream_id, model } => stream_id.len() + model.len(),
             Self::Token { token, .. } | Self::Reasoning { token, .. } => token.len(),
@@ -86,12 +88,12 @@ impl StreamEvent {
 
     /// The [`size`](Self::size) of an event holding `text` bytes of text:
     /// the one formula, also for logs that keep events in pieces.
-    pub fn size_holding(text: usize) -> usize {
+    pub(crate) fn size_holding(text: usize) -> usize {
         const OVERHEAD: usize = 64;
         OVERHEAD + text
     }
 
-    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Error {
             code,
             message: message.into(),
@@ -103,7 +105,7 @@ impl StreamEvent {
 /// (`end_turn`, `max_tokens`, `function_call`...) are folded into these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FinishReason {
+pub(crate) enum FinishReason {
     Stop,
     Length,
     ToolCalls,
@@ -112,7 +114,7 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
@@ -126,7 +128,7 @@ impl FinishReason {
 /// Codes of the in-stream `error` event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     UpstreamError,
     UpstreamDisconnected,
     UpstreamTimeout,
@@ -138,7 +140,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::UpstreamError => "upstream_error",
             Self::UpstreamDisconnected => "upstream_disconnected",

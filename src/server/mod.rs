@@ -40,19 +40,18 @@ use tower::ServiceExt;
 
 use crate::error::Error;
 use activity::Activity;
-pub use head::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
 
 /// How long after the streams' grace at shutdown connections may still
 /// drain (the final events of a stream, a response being written) before
 /// they are closed, so that shutdown ends in `SHUTDOWN_GRACE_SECS` + 2 s.
-pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+pub(crate) const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long a connection closed for idleness may take to say goodbye.
 const IDLE_CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Limits of the accept loop.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_connections: usize,
     /// For a request head, and for a connection with no open request.
     pub request_timeout: Duration,
@@ -65,7 +64,7 @@ pub struct Limits {
 /// accepting and waits for open connections, at most
 /// `shutdown_grace` + [`SHUTDOWN_DRAIN`]; `on_shutdown` runs at that moment
 /// (it starts the grace period of open streams).
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     router: Router,
     limits: Limits,

@@ -594,7 +594,7 @@ mod tests {
 
     #[test]
     fn env_example_lists_every_setting() {
-        let example = include_str!("../.env.example");
+        let example = include_str!("../../.env.example");
         for setting in SETTINGS {
             assert!(
                 example.contains(&format!("{}=", setting.name)),

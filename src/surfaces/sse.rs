@@ -1,6 +1,6 @@
-//! Frames a follower's entries as the SSE response of SPEC §2: the `retry`
-//! hint, one `id:` + `data:` pair per event, keep-alive comments, and the
-//! closing `data: [DONE]`.
+//! The SSE responses every surface streams, and our own framing of a
+//! follower's entries (`docs/PROTOCOL.md` §2): the `retry` hint, one `id:` +
+//! `data:` pair per event, keep-alive comments, and the closing `data: [DONE]`.
 //!
 //! Framing is left to axum's `Sse` and `Event`, which escape data safely; we
 //! decide what goes in, and how the frames leave. Every relayed token ends
@@ -24,16 +24,15 @@ use hyper::body::{Body as HttpBody, Frame};
 use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
+use crate::event::{ErrorCode, StreamEvent};
+use crate::http::STREAM_ID_HEADER;
 use crate::streams::{Entry, StreamId};
-use crate::wire::{ErrorCode, StreamEvent};
 
 /// How long a browser `EventSource` waits before reconnecting (and resuming).
 const RECONNECT_AFTER: Duration = Duration::from_millis(1000);
 
-pub const STREAM_ID_HEADER: HeaderName = HeaderName::from_static("x-stream-id");
-
 /// The streaming response for one follower of generation `id`.
-pub fn response(
+pub(crate) fn response(
     id: StreamId,
     follower: impl Stream<Item = Entry> + Send + 'static,
     keepalive: Duration,
@@ -54,7 +53,7 @@ pub fn response(
 /// An SSE response of `events` for generation `id`, with keep-alive
 /// comments and the headers that stop proxies from buffering or caching it.
 /// Every streaming route of tokenrelay answers through this.
-pub fn sse(
+pub(crate) fn sse(
     id: StreamId,
     events: impl Stream<Item = Event> + Send + 'static,
     keepalive: Duration,
@@ -143,7 +142,7 @@ fn push_decimal(text: &mut String, mut n: u64) {
 /// to event, and handed to the event in one piece: axum's `json_data` passes
 /// each of serde_json's many small writes on by itself, which was a fifth of
 /// what framing a token cost.
-pub fn json_event(
+pub(crate) fn json_event(
     event: Event,
     value: &impl Serialize,
     json: &mut Vec<u8>,

@@ -11,26 +11,26 @@ const FILES: &[(&str, &str, &str)] = &[
     (
         "/",
         "text/html; charset=utf-8",
-        include_str!("../static/index.html"),
+        include_str!("../../static/index.html"),
     ),
     (
         "/app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../static/app.js"),
+        include_str!("../../static/app.js"),
     ),
     (
         "/sse.js",
         "text/javascript; charset=utf-8",
-        include_str!("../static/sse.js"),
+        include_str!("../../static/sse.js"),
     ),
     (
         "/style.css",
         "text/css; charset=utf-8",
-        include_str!("../static/style.css"),
+        include_str!("../../static/style.css"),
     ),
 ];
 
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub(super) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     FILES
         .iter()
         .fold(Router::new(), |router, &(path, content_type, body)| {

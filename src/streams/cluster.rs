@@ -35,10 +35,10 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::Caller;
+use super::{Caller, Entry, Generation, Mirror, StreamId, Streams};
 use crate::error::Error;
-use crate::streams::{Entry, Generation, StreamId, Streams};
-use crate::wire::{ErrorCode, StreamEvent};
+use crate::event::{ErrorCode, StreamEvent};
+use crate::lock::lock;
 
 /// How often the runner says it is alive and checks for remote listeners.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -67,9 +67,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The channel `DELETE` requests travel on.
 const STOP_CHANNEL: &str = "tokenrelay:stop";
 
+impl Mirror for Cluster {
+    /// Copies `generation`'s log into Redis until it ends, and keeps its
+    /// heartbeat going meanwhile.
+    fn mirror(&self, generation: Arc<Generation>, owner: Caller) {
+        let cluster = self.clone();
+        tokio::spawn(async move { cluster.run_mirror(&generation, owner).await });
+    }
+}
+
 /// A stream that another replica runs (or ran), as a follower here finds it.
 #[derive(Debug)]
-pub enum Elsewhere<S> {
+pub(crate) enum Elsewhere<S> {
     /// Its events from the position asked for, as they come.
     Following(S),
     /// It is over and the client has read all of it.
@@ -78,7 +87,7 @@ pub enum Elsewhere<S> {
 
 /// A connection to the shared Redis.
 #[derive(Clone)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     link: Arc<Link>,
     ttl: Duration,
     /// Fired when the shutdown grace is over: remote followers end then.
@@ -93,7 +102,7 @@ impl fmt::Debug for Cluster {
 
 impl Cluster {
     /// Connects to `url`; finished logs are kept for `ttl`.
-    pub async fn connect(url: &str, ttl: Duration) -> Result<Self, Error> {
+    pub(crate) async fn connect(url: &str, ttl: Duration) -> Result<Self, Error> {
         let client = redis::Client::open(url)
             .map_err(|error| Error::Internal(format!("invalid REDIS_URL: {}", kind(&error))))?;
         let link = Arc::new(Link::new(client));
@@ -110,7 +119,7 @@ impl Cluster {
     /// Stops local generations when any replica asks (`DELETE` elsewhere),
     /// subscribing again whenever the subscription is lost; at shutdown,
     /// ends the followers of generations that run elsewhere.
-    pub async fn listen_for_stops(&self, streams: Streams) -> Result<(), Error> {
+    pub(crate) async fn listen_for_stops(&self, streams: Streams) -> Result<(), Error> {
         let first = self
             .subscribe()
             .await
@@ -153,13 +162,6 @@ impl Cluster {
             }
             pubsub = self.subscribe().await.ok();
         }
-    }
-
-    /// Copies `generation`'s log into Redis until it ends, and keeps its
-    /// heartbeat going meanwhile.
-    pub fn mirror(&self, generation: Arc<Generation>, owner: Caller) {
-        let cluster = self.clone();
-        tokio::spawn(async move { cluster.run_mirror(&generation, owner).await });
     }
 
     /// Mirrors through any number of Redis failures; gives up only after
@@ -276,7 +278,7 @@ impl Cluster {
 
     /// Follows a generation that runs on another replica, from sequence
     /// number `from`; `None` when no replica knows it for `caller`.
-    pub async fn follow(
+    pub(crate) async fn follow(
         &self,
         id: StreamId,
         caller: Caller,
@@ -324,7 +326,7 @@ impl Cluster {
     }
 
     /// Asks every replica to stop `id`; false when no replica knows it for `caller`.
-    pub async fn stop(&self, id: StreamId, caller: Caller) -> Result<bool, Error> {
+    pub(crate) async fn stop(&self, id: StreamId, caller: Caller) -> Result<bool, Error> {
         let keys = Keys::new(id);
         let mut owner = redis::pipe();
         owner.hget(&keys.meta, "owner");
@@ -346,7 +348,7 @@ impl Cluster {
     }
 
     /// Whether Redis answers now, for `/readyz`; why not, when it does not.
-    pub async fn ping(&self) -> Result<(), String> {
+    pub(crate) async fn ping(&self) -> Result<(), String> {
         let mut ping = redis::pipe();
         ping.cmd("PING").ignore();
         self.link
@@ -502,11 +504,9 @@ impl Link {
         }
     }
 
-    /// Never held across an await; a panic elsewhere leaves it consistent.
+    /// Never held across an await.
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.current)
     }
 
     /// A connection of its own for a blocking read: with no response

@@ -5,7 +5,7 @@
 //!
 //! It is a second framing of the same generations, not a second relay: a
 //! request starts a generation exactly as `/api/chat` does
-//! (`routes::open`), and what its follower reads — events already
+//! (`routing`), and what its follower reads — events already
 //! normalized from whichever dialect the upstream spoke — is re-encoded as
 //! `chat.completion.chunk`s, or assembled into one `chat.completion` for a
 //! client that did not ask to stream.
@@ -35,20 +35,20 @@ use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::access::Caller;
+use super::sse;
 use crate::error::Error;
-use crate::relay;
+use crate::event::{ErrorCode, FinishReason, StreamEvent};
+use crate::http::extract::JsonBody;
 use crate::request::ChatRequest;
-use crate::routes::{self, AppState, JsonBody};
-use crate::streams::{Entry, Follower, Generation, StreamId};
-use crate::wire::{ErrorCode, FinishReason, StreamEvent};
+use crate::state::AppState;
+use crate::streams::{Caller, Entry, Follower, Generation, StreamId};
 
 /// Sent if one of our own chunks ever failed to serialize (a bug): the
 /// client is told, rather than shown a silent gap.
 const ENCODING_FAILED: &str = r#"{"error":{"code":"internal_error","message":"a chunk could not be encoded","type":"server_error"}}"#;
 
 /// The `/v1` routes; `routes` puts them behind the same layers as `/api`.
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(completions))
         .route("/v1/models", get(models))
@@ -63,7 +63,10 @@ async fn completions(
 ) -> Result<Response, Error> {
     let request = ChatRequest::from_json(&body)?;
     let delivery = request.delivery();
-    let (id, follower) = routes::open(&state, caller, request).await?;
+    let (id, follower) = state
+        .routes
+        .open(&state.streams, &state.metrics, caller, request)
+        .await?;
     let answer = Answer {
         stream_id: id,
         id: format!("chatcmpl-{id}"),
@@ -95,7 +98,7 @@ async fn completions(
 
 /// `GET /v1/models`: the upstream's list (the demo model's, with the demo).
 async fn models(State(state): State<AppState>) -> Result<Response, Error> {
-    let list = state.upstream.models().await?;
+    let list = state.routes.models().await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -149,7 +152,7 @@ fn stream_response(
 ) -> Response {
     let events =
         follower.flat_map(move |entry| stream::iter(chunks.encode(&entry).into_iter().flatten()));
-    relay::sse(id, events, keepalive)
+    sse::sse(id, events, keepalive)
 }
 
 /// Re-encodes one follower's entries as `chat.completion.chunk`s.
@@ -166,7 +169,7 @@ struct Chunks {
     calls: Vec<(u32, u32)>,
     /// An error chunk went out: the stream ends without `[DONE]`.
     failed: bool,
-    /// Scratch for each chunk's JSON; see [`relay::json_event`].
+    /// Scratch for each chunk's JSON; see [`sse::json_event`].
     json: Vec<u8>,
 }
 
@@ -305,12 +308,12 @@ impl Chunks {
             choices,
             usage,
         };
-        relay::json_event(Event::default(), &chunk, &mut self.json, ENCODING_FAILED)
+        sse::json_event(Event::default(), &chunk, &mut self.json, ENCODING_FAILED)
     }
 
     fn fail(&mut self, error: &Error) -> Event {
         self.failed = true;
-        relay::json_event(
+        sse::json_event(
             Event::default(),
             &error.body(),
             &mut self.json,

@@ -13,11 +13,11 @@ use bytes::{Bytes, BytesMut};
 use eventsource_stream::{EventStream, EventStreamError};
 use futures_util::{Stream, StreamExt, future};
 
-pub use eventsource_stream::Event;
+pub(super) use eventsource_stream::Event;
 
 /// Why an upstream event stream stopped early.
 #[derive(Debug)]
-pub enum SseError<E> {
+pub(super) enum SseError<E> {
     /// The body stream failed; the cause is available through `source()`.
     Transport(E),
     /// A line was not valid UTF-8.
@@ -57,7 +57,7 @@ impl<E: std::error::Error + 'static> std::error::Error for SseError<E> {
 /// bytes of the lines collected for one pending event (terminators and comment lines are not
 /// counted). At end of stream an unterminated last line and an event no blank line completed
 /// are discarded, as WHATWG requires. The stream ends after the first error.
-pub fn events<S, B, E>(
+pub(super) fn events<S, B, E>(
     body: S,
     max_event_bytes: usize,
 ) -> impl Stream<Item = Result<Event, SseError<E>>> + Send

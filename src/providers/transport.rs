@@ -10,9 +10,7 @@
 //! stop generating. [`Upstream::models`] fetches the model list that `/v1`
 //! passes on, with the same refusals.
 
-mod redact;
-mod sse;
-
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,15 +19,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use tokio::time::{Instant, Sleep};
 
+use super::error_message;
+use super::redact::Redactor;
+use super::sse;
 use crate::config::{Config, Timeouts};
 use crate::error::Error;
-use crate::wire::{ErrorCode, StreamEvent};
-
-use self::redact::Redactor;
-pub(crate) use self::redact::truncate;
+use crate::event::{ErrorCode, StreamEvent};
+use crate::lock::lock;
 
 /// An answer this recent makes `/readyz` say yes without asking again.
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -49,13 +48,14 @@ const RETRY_CAP: Duration = Duration::from_secs(8);
 
 /// A configured OpenAI-compatible API.
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub(super) struct Upstream {
     client: reqwest::Client,
     chat_url: String,
     models_url: String,
     /// When the upstream last answered anything at all.
     last_answer: Arc<std::sync::Mutex<Option<Instant>>>,
-    api_key: Option<crate::config::Secret>,
+    /// The dialect's headers that carry our key.
+    auth: HeaderMap,
     /// Masks that key in everything the upstream says back.
     redactor: Redactor,
     timeouts: Timeouts,
@@ -65,14 +65,14 @@ pub struct Upstream {
 
 /// One SSE event from the upstream: its type (`message` unless named) and data.
 #[derive(Debug)]
-pub struct Chunk {
+pub(super) struct SseEvent {
     pub event: String,
     pub data: String,
 }
 
 /// Why an upstream stream ended early, after it had started.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// No bytes for the idle timeout, or the total deadline passed.
     Timeout(String),
     /// The connection broke before the upstream finished.
@@ -97,7 +97,12 @@ impl From<Failure> for StreamEvent {
 
 impl Upstream {
     /// Builds the client for `base_url` (for example `https://api.openai.com/v1`).
-    pub fn new(config: &Config, base_url: &str) -> Result<Self, Error> {
+    pub(crate) fn new(
+        config: &Config,
+        base_url: &str,
+        chat_path: &str,
+        auth: HeaderMap,
+    ) -> Result<Self, Error> {
         // Several Upstreams may be built in one process (tests do); only the
         // first installation can succeed and every later one is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -116,10 +121,10 @@ impl Upstream {
             })?;
         Ok(Self {
             client,
-            chat_url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            chat_url: format!("{}{chat_path}", base_url.trim_end_matches('/')),
             models_url: format!("{}/models", base_url.trim_end_matches('/')),
             last_answer: Arc::default(),
-            api_key: config.upstream_api_key.clone(),
+            auth,
             redactor: Redactor::new(config.upstream_api_key.as_ref()),
             timeouts: config.timeouts,
             retries: config.upstream_retries,
@@ -131,7 +136,7 @@ impl Upstream {
     /// included) and resolves once the upstream has answered 200 with an event
     /// stream. Connect errors, 429 and 5xx are retried here, the only place
     /// where nothing has reached a client yet.
-    pub async fn open(&self, body: Bytes) -> Result<UpstreamEvents, Error> {
+    pub(super) async fn open(&self, body: Bytes) -> Result<UpstreamEvents, Error> {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
@@ -200,7 +205,7 @@ impl Upstream {
 
     /// The upstream's `GET /models` list, passed on as it came (vendors add
     /// their own fields), with the same refusals as a chat request.
-    pub async fn models(&self) -> Result<Bytes, Error> {
+    pub(super) async fn models(&self) -> Result<Bytes, Error> {
         let request = self
             .client
             .get(&self.models_url)
@@ -251,10 +256,7 @@ impl Upstream {
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.api_key {
-            Some(key) => request.header(AUTHORIZATION, format!("Bearer {}", key.expose())),
-            None => request,
-        }
+        request.headers(self.auth.clone())
     }
 
     /// Sends `request` with our key and waits for the response headers,
@@ -304,7 +306,7 @@ impl Upstream {
         // A body cut short still explains as much as it got to say.
         let mut message = self
             .redactor
-            .clean(&error_message(&prefix.bytes), MAX_MESSAGE_CHARS);
+            .clean(&explanation(&prefix.bytes), MAX_MESSAGE_CHARS);
         if matches!(prefix.cut, Some(Cut::Deadline)) {
             message.push_str(&format!(
                 " (the rest of the body did not arrive within UPSTREAM_HEADERS_TIMEOUT_SECS, {} s)",
@@ -360,12 +362,8 @@ impl Upstream {
 
     /// Whether the upstream answered recently; asks it (`GET /models`) when
     /// it has been quiet, since an idle proxy has no other evidence.
-    pub async fn ready(&self) -> bool {
-        let recent = self
-            .last_answer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|at| at.elapsed() < READY_WITHIN);
+    pub(super) async fn ready(&self) -> bool {
+        let recent = lock(&self.last_answer).is_some_and(|at| at.elapsed() < READY_WITHIN);
         if recent {
             return true;
         }
@@ -381,10 +379,7 @@ impl Upstream {
     }
 
     fn answered(&self) {
-        *self
-            .last_answer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        *lock(&self.last_answer) = Some(Instant::now());
     }
 
     /// Every message of a refusal, with our key masked once more: the
@@ -459,42 +454,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
 }
 
-/// The upstream's own explanation in an error body: `error.message`, a
-/// string `error`, `message`, or the text.
-fn error_message(body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        error: Option<Inner>,
-        message: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Inner {
-        Text(String),
-        Object { message: Option<String> },
-    }
-    let message = match serde_json::from_slice::<Envelope>(body) {
-        Ok(Envelope {
-            error:
-                Some(
-                    Inner::Text(text)
-                    | Inner::Object {
-                        message: Some(text),
-                    },
-                ),
-            ..
-        })
-        | Ok(Envelope {
-            message: Some(text),
-            ..
-        }) => text,
-        _ => String::from_utf8_lossy(body).trim().to_owned(),
-    };
-    if message.is_empty() {
-        "no message".to_owned()
-    } else {
-        message
-    }
+/// What an error body says, or that it said nothing.
+fn explanation(body: &[u8]) -> String {
+    let body = String::from_utf8_lossy(body);
+    error_message(&body).map_or_else(|| "no message".to_owned(), Cow::into_owned)
 }
 
 /// At most `limit` bytes of a body: never more is buffered.
@@ -562,7 +525,7 @@ type EventStream =
 
 /// The upstream's events after a 200, with the idle timer and total deadline
 /// applied. Ends after the first failure.
-pub struct UpstreamEvents {
+pub(super) struct UpstreamEvents {
     inner: EventStream,
     idle: Duration,
     /// Fires at the idle deadline or the total deadline, whichever is first.
@@ -585,7 +548,7 @@ impl std::fmt::Debug for UpstreamEvents {
 }
 
 impl Stream for UpstreamEvents {
-    type Item = Result<Chunk, Failure>;
+    type Item = Result<SseEvent, Failure>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.finished {
@@ -625,7 +588,7 @@ impl Stream for UpstreamEvents {
         }
         match item {
             None => Poll::Ready(None),
-            Some(Ok(event)) => Poll::Ready(Some(Ok(Chunk {
+            Some(Ok(event)) => Poll::Ready(Some(Ok(SseEvent {
                 event: event.event,
                 data: event.data,
             }))),
@@ -636,13 +599,13 @@ impl Stream for UpstreamEvents {
 
 impl UpstreamEvents {
     /// When the request that opened these events was first sent.
-    pub fn started(&self) -> Instant {
+    pub(super) fn started(&self) -> Instant {
         self.started
     }
 
     /// Masks our key in upstream error messages, then cuts them short,
     /// before they reach a client or a log.
-    pub fn scrub(&self, events: &mut [StreamEvent]) {
+    pub(super) fn scrub(&self, events: &mut [StreamEvent]) {
         for event in events {
             if let StreamEvent::Error { message, .. } = event {
                 *message = self.redactor.clean(message, MAX_MESSAGE_CHARS);
@@ -673,7 +636,7 @@ impl UpstreamEvents {
         }
     }
 
-    fn fail(&mut self, failure: Failure) -> Poll<Option<Result<Chunk, Failure>>> {
+    fn fail(&mut self, failure: Failure) -> Poll<Option<Result<SseEvent, Failure>>> {
         self.finished = true;
         Poll::Ready(Some(Err(failure)))
     }

@@ -1,5 +1,5 @@
 //! Turns an OpenAI-compatible chat-completion stream into our event protocol
-//! (SPEC §2), so that every provider dialect is understood in one place and the
+//! (`docs/PROTOCOL.md` §3), so that every provider dialect is understood in one place and the
 //! rest of the server only ever sees `StreamEvent`s. Pure: no I/O, one call per
 //! upstream SSE event, which is why chunks are parsed into borrowed structs.
 
@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::upstream::truncate;
-use crate::wire::{ErrorCode, FinishReason, StreamEvent};
+use crate::event::{ErrorCode, FinishReason, StreamEvent};
+use crate::providers::{Translate, describe_error, error_message, truncate};
 
 /// Parser errors can quote the offending value; keep only enough to diagnose.
 const MAX_REASON_CHARS: usize = 200;
@@ -47,7 +47,7 @@ const FINISH_REASONS: [(&str, FinishReason); 18] = [
 
 /// Per-stream state: what must survive from one chunk to the next.
 #[derive(Debug, Default)]
-pub struct Translator {
+pub(super) struct Translator {
     done: bool,
     /// Choice index and normalized reason; held back until `[DONE]` or EOF
     /// because usage usually arrives in a later chunk.
@@ -66,21 +66,17 @@ struct ToolCallState {
     name_sent: bool,
 }
 
-impl Translator {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl Translate for Translator {
     /// One dispatched upstream SSE event: its type ("message" unless the
     /// upstream named it) and its data.
-    pub fn push(&mut self, event_type: &str, data: &str, out: &mut Vec<StreamEvent>) {
+    fn push(&mut self, event_type: &str, data: &str, out: &mut Vec<StreamEvent>) {
         if self.done {
             return;
         }
         match event_type {
             "message" | "" => self.push_chunk(data, out),
             "error" => {
-                let message = error_event_message(data.trim_ascii());
+                let message = error_message(data).unwrap_or(Cow::Borrowed(UNKNOWN_UPSTREAM_ERROR));
                 self.fail(ErrorCode::UpstreamError, &message, out);
             }
             // Chat-completion chunks are unnamed; named events (pings, other
@@ -91,7 +87,7 @@ impl Translator {
     }
 
     /// The upstream body ended cleanly (no transport error).
-    pub fn end(&mut self, out: &mut Vec<StreamEvent>) {
+    fn end(&mut self, out: &mut Vec<StreamEvent>) {
         if self.done {
             return;
         }
@@ -105,10 +101,12 @@ impl Translator {
 
     /// True once a terminal event (finish or error) has been emitted; the
     /// caller stops reading then.
-    pub fn is_done(&self) -> bool {
+    fn is_done(&self) -> bool {
         self.done
     }
+}
 
+impl Translator {
     fn push_chunk(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
         let data = data.trim_ascii();
         if data.is_empty() {
@@ -123,13 +121,13 @@ impl Translator {
             self.fail_not_json("expected a JSON object", out);
             return;
         }
-        match serde_json::from_str::<Chunk<'_>>(data) {
+        match serde_json::from_str::<ChatChunk<'_>>(data) {
             Ok(chunk) => self.apply(&chunk, out),
             Err(error) => self.fail_not_json(&error.to_string(), out),
         }
     }
 
-    fn apply(&mut self, chunk: &Chunk<'_>, out: &mut Vec<StreamEvent>) {
+    fn apply(&mut self, chunk: &ChatChunk<'_>, out: &mut Vec<StreamEvent>) {
         for choice in chunk.choices.iter().flatten() {
             self.apply_choice(choice, out);
             if self.done {
@@ -358,53 +356,11 @@ fn own_usage(usage: &RawValue) -> Option<Box<RawValue>> {
     }
 }
 
-/// The data of an SSE `error` event: usually `{"error": {...}}`, sometimes a
-/// top-level `message`, sometimes plain text.
-fn error_event_message(data: &str) -> Cow<'_, str> {
-    if data.is_empty() {
-        return Cow::Borrowed(UNKNOWN_UPSTREAM_ERROR);
-    }
-    let payload = data
-        .starts_with('{')
-        .then(|| serde_json::from_str::<ErrorPayload<'_>>(data).ok())
-        .flatten();
-    match payload {
-        Some(ErrorPayload {
-            error: Some(error), ..
-        }) => describe_error(error),
-        Some(ErrorPayload {
-            message: Some(message),
-            ..
-        }) if !message.is_empty() => message.0,
-        _ => Cow::Borrowed(data),
-    }
-}
-
-/// An `error` value: an object with a `message`, or a bare string. Anything
-/// else is shown as the upstream wrote it rather than hidden behind a generic text.
-fn describe_error(error: &RawValue) -> Cow<'_, str> {
-    let text = error.get();
-    let message = if text.starts_with('"') {
-        serde_json::from_str::<String>(text).ok().map(Cow::Owned)
-    } else if text.starts_with('{') {
-        serde_json::from_str::<ErrorObject<'_>>(text)
-            .ok()
-            .and_then(|object| object.message)
-            .map(|message| message.0)
-    } else {
-        None
-    };
-    match message {
-        Some(message) if !message.trim().is_empty() => message,
-        _ => Cow::Borrowed(text),
-    }
-}
-
 // Upstream wire shapes. Only the fields we read are declared; serde skips the
 // rest. Strings are borrowed from the chunk when they hold no escapes.
 
 #[derive(Deserialize)]
-struct Chunk<'a> {
+struct ChatChunk<'a> {
     #[serde(borrow, default)]
     choices: Option<Vec<Choice<'a>>>,
     #[serde(borrow, default)]
@@ -565,20 +521,6 @@ impl<'de> Visitor<'de> for ContentVisitor {
     }
 }
 
-#[derive(Deserialize)]
-struct ErrorPayload<'a> {
-    #[serde(borrow, default)]
-    error: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    message: Option<Text<'a>>,
-}
-
-#[derive(Deserialize)]
-struct ErrorObject<'a> {
-    #[serde(borrow, default)]
-    message: Option<Text<'a>>,
-}
-
 #[cfg(test)]
 #[expect(
     clippy::unwrap_used,
@@ -592,7 +534,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::Translator;
-    use crate::wire::{ErrorCode, FinishReason, StreamEvent};
+    use crate::event::{ErrorCode, FinishReason, StreamEvent};
+    use crate::providers::Translate;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream/");
     const NOT_JSON: &str = "the upstream sent a chunk that is not valid JSON: ";
@@ -602,8 +545,8 @@ mod tests {
 
     #[test]
     fn chunk_strings_are_borrowed_unless_escaped() {
-        use super::{Chunk, Cow};
-        let chunk: Chunk<'_> =
+        use super::{ChatChunk, Cow};
+        let chunk: ChatChunk<'_> =
             serde_json::from_str(r#"{"object":"chat.completion.chunk","message":"a\nb"}"#).unwrap();
         assert!(matches!(
             chunk.object.map(|text| text.0),
@@ -724,7 +667,7 @@ mod tests {
     }
 
     fn run(input: &[Input], end: bool) -> (Vec<StreamEvent>, Translator) {
-        let mut translator = Translator::new();
+        let mut translator = Translator::default();
         let mut out = Vec::new();
         for (event_type, data) in input {
             translator.push(event_type, data, &mut out);
@@ -1444,7 +1387,7 @@ mod tests {
 
     #[test]
     fn is_done_only_after_a_terminal_event() {
-        let mut translator = Translator::new();
+        let mut translator = Translator::default();
         let mut out = Vec::new();
         assert!(!translator.is_done());
         translator.push("message", &delta(r#"{"content":"x"}"#).1, &mut out);
@@ -1511,7 +1454,7 @@ mod tests {
         if Some(sse.len() as u64) != entry["sse_events_dispatched_strict"].as_u64() {
             problems.push(format!("the splitter dispatched {} events", sse.len()));
         }
-        let mut translator = Translator::new();
+        let mut translator = Translator::default();
         let mut events = Vec::new();
         for (event_type, data) in &sse {
             translator.push(event_type, data, &mut events);

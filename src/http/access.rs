@@ -1,5 +1,5 @@
 //! Who may call the API, and how often: `PROXY_API_KEYS` bearer checks and
-//! per-caller rate limits (SPEC §6).
+//! per-caller rate limits (README, "How it behaves where the contract is silent").
 //!
 //! The middleware runs in front of `/api` and `/v1` only; the page, static
 //! files and health checks stay open. It leaves a [`Caller`] in the request
@@ -17,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::{Config, Secret};
 use crate::error::Error;
+use crate::lock::lock;
+use crate::streams::{Caller, KeyId};
 
 /// The window rate limits count over.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -24,71 +26,16 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// a flood of addresses cannot grow the table without bound.
 const MAX_TRACKED_CALLERS: usize = 100_000;
 
-/// What a caller's identity is derived from, beside its key. Every replica
-/// uses the same, so that they agree on who owns a stream whatever order
-/// they list `PROXY_API_KEYS` in.
-const IDENTITY_CONTEXT: &[u8] = b"tokenrelay stream owner v1";
-
-/// The authenticated caller: an identity derived from its key, or `None`
-/// when auth is off. It is what ties a stream to the key that created it,
-/// here and in the store replicas share, which therefore never holds a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Caller(Option<KeyId>);
-
-/// A keyed hash (HMAC-SHA-256, cut to 128 bits) of a client key: the same
-/// key gives the same identity on every replica, and the identity does not
-/// give the key back.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyId([u8; 16]);
-
-impl KeyId {
-    fn of(key: &str) -> Self {
-        let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, IDENTITY_CONTEXT);
-        let tag = ring::hmac::sign(&hmac, key.as_bytes());
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&tag.as_ref()[..16]);
-        Self(id)
-    }
-}
-
-impl std::fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl std::fmt::Display for KeyId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
-    }
-}
-
-impl Caller {
-    /// The caller when `PROXY_API_KEYS` is unset.
-    pub const OPEN: Self = Self(None);
-}
-
-/// `key:<identity>`, or `open` when auth is off: how ownership is written
-/// down where replicas share it, and what rate limits count by.
-impl std::fmt::Display for Caller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(id) => write!(f, "key:{id}"),
-            None => f.write_str("open"),
-        }
-    }
-}
-
 /// Shared state of the access checks.
 #[derive(Debug, Clone)]
-pub struct Access {
+pub(crate) struct Access {
     /// Each client key with the identity derived from it.
     keys: Arc<[(Secret, KeyId)]>,
     limiter: Option<Arc<Limiter>>,
 }
 
 impl Access {
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Self {
             keys: keyed(&config.proxy_api_keys),
             limiter: config.rate_limit_per_minute.map(|limit| {
@@ -104,7 +51,7 @@ impl Access {
     /// time so the answer's timing says nothing about how close a guess was.
     fn identify(&self, authorization: Option<&[u8]>) -> Result<Caller, Error> {
         if self.keys.is_empty() {
-            return Ok(Caller(None));
+            return Ok(Caller::OPEN);
         }
         let token = authorization
             .and_then(|value| value.strip_prefix(b"Bearer "))
@@ -116,7 +63,7 @@ impl Access {
                 let matches = constant_time_eq(key.expose().as_bytes(), token);
                 found.or(matches.then_some(*id))
             })
-            .map(|id| Caller(Some(id)))
+            .map(Caller::keyed)
             .ok_or(Error::Unauthorized)
     }
 }
@@ -128,7 +75,11 @@ fn keyed(keys: &[Secret]) -> Arc<[(Secret, KeyId)]> {
 }
 
 /// Authenticates and rate-limits one request.
-pub async fn check(State(access): State<Access>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn check(
+    State(access): State<Access>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -153,9 +104,9 @@ pub async fn check(State(access): State<Access>, mut request: Request, next: Nex
 /// Who a rate limit counts against: the key when there is one, else the address.
 fn identity(caller: Caller, address: Option<IpAddr>) -> String {
     match (caller, address) {
-        (Caller(Some(_)), _) => caller.to_string(),
-        (Caller(None), Some(address)) => format!("ip:{address}"),
-        (Caller(None), None) => "anonymous".to_owned(),
+        _ if caller.is_keyed() => caller.to_string(),
+        (_, Some(address)) => format!("ip:{address}"),
+        (_, None) => "anonymous".to_owned(),
     }
 }
 
@@ -168,10 +119,7 @@ struct Limiter {
 
 impl Limiter {
     fn admit(&self, who: String, now: Instant) -> Result<(), Error> {
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut windows = lock(&self.windows);
         if windows.len() >= MAX_TRACKED_CALLERS && !windows.contains_key(&who) {
             windows.retain(|_, (started, _)| now.duration_since(*started) < WINDOW);
         }
@@ -223,8 +171,8 @@ mod tests {
         let access = access(&["alpha", "beta"], None);
         let beta = access.identify(Some(b"Bearer beta"));
         let alpha = access.identify(Some(b"Bearer alpha "));
-        assert_eq!(beta, Ok(Caller(Some(KeyId::of("beta")))));
-        assert_eq!(alpha, Ok(Caller(Some(KeyId::of("alpha")))));
+        assert_eq!(beta, Ok(Caller::keyed(KeyId::of("beta"))));
+        assert_eq!(alpha, Ok(Caller::keyed(KeyId::of("alpha"))));
         assert_ne!(alpha, beta);
         for wrong in [
             None,
@@ -248,21 +196,11 @@ mod tests {
         for token in [&b"Bearer alpha"[..], b"Bearer beta"] {
             assert_eq!(one.identify(Some(token)), other.identify(Some(token)));
         }
-        let shown = KeyId::of("alpha").to_string();
-        assert_eq!(shown.len(), 32);
-        assert!(!shown.contains("alpha"));
-        // Replicas of every version must agree: this is what they store.
-        assert_eq!(shown, "89945de32b76f9e7ba2e917f7cc1c5f1");
-        assert_eq!(
-            Caller(Some(KeyId::of("alpha"))).to_string(),
-            format!("key:{shown}")
-        );
-        assert_eq!(Caller::OPEN.to_string(), "open");
     }
 
     #[test]
     fn without_keys_everyone_is_let_in() {
-        assert_eq!(access(&[], None).identify(None), Ok(Caller(None)));
+        assert_eq!(access(&[], None).identify(None), Ok(Caller::OPEN));
     }
 
     #[test]

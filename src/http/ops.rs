@@ -1,0 +1,99 @@
+//! The routes operators and the demo page use: `/api/info`, `/healthz`,
+//! `/readyz`, `/metrics`; the counter every API request passes; and the
+//! answers for paths and methods no route serves.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::error::Error;
+use crate::metrics::{Metrics, Outcome, Route};
+use crate::state::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/info", get(info))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// What the demo page needs to know about this server.
+async fn info(State(state): State<AppState>) -> Response {
+    axum::Json(json!({
+        "demo": state.config.uses_demo(),
+        "default_model": state.routes.default_model(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready when the upstream answered recently (or answers a probe now).
+/// Without Redis, streams started here still work, so a Redis that does
+/// not answer makes the replica degraded, not unready.
+async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
+    if !state.routes.ready().await {
+        return Err(Error::NotReady(
+            "the upstream has not answered recently".to_owned(),
+        ));
+    }
+    let body = match &state.cluster {
+        None => json!({"status": "ready"}),
+        Some(cluster) => match cluster.ping().await {
+            Ok(()) => json!({"status": "ready", "redis": "ok"}),
+            Err(problem) => json!({
+                "status": "degraded",
+                "redis": "unreachable",
+                "message": format!(
+                    "Redis does not answer ({problem}): streams of other replicas cannot be resumed or stopped here"
+                ),
+            }),
+        },
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(state.streams.running());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Counts every API request by route and outcome.
+pub(super) async fn count(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(Route::other, Route::matched);
+    let response = next.run(request).await;
+    metrics.request(route, Outcome::of(response.status().as_u16()));
+    response
+}
+
+pub(super) async fn not_found() -> Error {
+    Error::NotFound("no such route".to_owned())
+}
+
+pub(super) async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}

@@ -1,0 +1,73 @@
+//! What every handler shares, built once at start from the configuration:
+//! the upstreams, the generations, the shared store and the counters.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::demo;
+use crate::metrics::Metrics;
+use crate::providers::{OpenAiChat, Provider};
+use crate::routing::Routes;
+use crate::streams::{Cluster, Mirror, Streams};
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) routes: Arc<Routes>,
+    pub(crate) streams: Streams,
+    /// Set with `REDIS_URL`: streams of other replicas are found through it.
+    pub(crate) cluster: Option<Cluster>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Builds the shared state; starts the demo model when no upstream is set.
+    pub async fn new(config: Config) -> std::io::Result<Self> {
+        let (base_url, default_model) = match &config.upstream_base_url {
+            Some(url) => (url.clone(), config.default_model.clone()),
+            None => {
+                let url = demo::spawn().await?;
+                tracing::info!("no UPSTREAM_BASE_URL is set: serving the built-in demo model");
+                let model = config
+                    .default_model
+                    .clone()
+                    .unwrap_or_else(|| demo::MODEL.to_owned());
+                (url, Some(model))
+            }
+        };
+        let provider = Provider::new(&config, &base_url, Box::new(OpenAiChat))
+            .map_err(std::io::Error::other)?;
+        let metrics = Arc::new(Metrics::default());
+        let cluster = match &config.redis_url {
+            Some(url) => Some(
+                Cluster::connect(url.expose(), config.resume.ttl)
+                    .await
+                    .map_err(std::io::Error::other)?,
+            ),
+            None => None,
+        };
+        let streams = Streams::new(
+            config.resume,
+            config.max_concurrent_streams,
+            Arc::clone(&metrics),
+            cluster
+                .clone()
+                .map(|cluster| Arc::new(cluster) as Arc<dyn Mirror>),
+        );
+        if let Some(cluster) = &cluster {
+            cluster
+                .listen_for_stops(streams.clone())
+                .await
+                .map_err(std::io::Error::other)?;
+            tracing::info!("event logs are shared through Redis");
+        }
+        Ok(Self {
+            routes: Arc::new(Routes::new(provider, default_model)),
+            streams,
+            cluster,
+            metrics,
+            config: Arc::new(config),
+        })
+    }
+}

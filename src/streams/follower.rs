@@ -1,0 +1,235 @@
+//! A client's view of a generation: reading its log from any position,
+//! waiting for more, and what a reader can meet on the way.
+
+use std::pin::Pin;
+use std::sync::{Arc, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+
+use super::generation::{Generation, Log};
+use crate::event::{ErrorCode, StreamEvent};
+use crate::lock::lock;
+
+/// Where a position stands in a log; see [`Generation::position`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Position {
+    /// There is something to read there, now or later (or a `resume_gap`
+    /// explains why not).
+    Kept,
+    /// The generation is over and every event before it was read.
+    AllSeen,
+    /// Beyond the last event there will ever be, or yet is: `end` is the
+    /// next sequence number.
+    PastEnd { end: u64 },
+}
+
+/// What a follower reads.
+#[derive(Debug, Clone)]
+pub(crate) enum Entry {
+    /// An event with its sequence number.
+    Event { seq: u64, event: StreamEvent },
+    /// The events at this follower's position are no longer kept; `Done`
+    /// follows, so the client sees the error and the end of its stream.
+    Gap { first_kept: u64 },
+    /// The generation is over and every event was read.
+    Done,
+    /// This reader's view of the generation broke off, not the generation
+    /// (the shared store stopped answering, the server is shutting down): an
+    /// `error` at no position in the log, so that a client that resumes
+    /// continues right after the last event it really saw. `Done` follows.
+    Lost { code: ErrorCode, message: String },
+}
+
+/// One client's view of a generation. Dropping it detaches the client.
+#[derive(Debug)]
+pub(crate) struct Follower {
+    pub(super) generation: Arc<Generation>,
+    pub(super) number: u64,
+    pub(super) next: u64,
+    pub(super) state: Reading,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reading {
+    Log,
+    /// A gap was reported; `Done` comes next.
+    DoneNext,
+    Ended,
+}
+
+impl Stream for Follower {
+    type Item = Entry;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Entry>> {
+        match self.state {
+            Reading::Log => {}
+            Reading::DoneNext => {
+                self.state = Reading::Ended;
+                return Poll::Ready(Some(Entry::Done));
+            }
+            Reading::Ended => return Poll::Ready(None),
+        }
+        let this = &mut *self;
+        let mut log = lock(&this.generation.log);
+        if this.next < log.first_seq {
+            let first_kept = log.first_seq;
+            drop(log);
+            this.state = Reading::DoneNext;
+            return Poll::Ready(Some(Entry::Gap { first_kept }));
+        }
+        let index = (this.next - log.first_seq) as usize;
+        if let Some(event) = log.records.get(index) {
+            if let Some((seq, at)) = log.first_token {
+                if seq == this.next && !log.first_token_relayed {
+                    log.first_token_relayed = true;
+                    this.generation.registry.metrics.proxy_ttft(at.elapsed());
+                }
+            }
+            let entry = Entry::Event {
+                seq: this.next,
+                event,
+            };
+            this.next += 1;
+            let next = this.next;
+            if let Some(position) = log.positions.get_mut(&this.number) {
+                *position = next;
+            }
+            return Poll::Ready(Some(entry));
+        }
+        if log.finished {
+            drop(log);
+            this.state = Reading::Ended;
+            return Poll::Ready(Some(Entry::Done));
+        }
+        let number = this.number;
+        match log
+            .wakers
+            .iter_mut()
+            .find(|(waiting, _)| *waiting == number)
+        {
+            Some((_, waker)) => waker.clone_from(cx.waker()),
+            None => log.wakers.push((number, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let mut log = lock(&self.generation.log);
+        let number = self.number;
+        log.wakers.retain(|(waiting, _)| *waiting != number);
+        if log.positions.remove(&self.number).is_some() && log.positions.is_empty() {
+            drop(log);
+            self.generation.listeners_changed.notify_waiters();
+        }
+    }
+}
+
+/// Wakes the followers waiting for `log` to grow, once it is unlocked.
+pub(super) fn wake_followers(mut log: MutexGuard<'_, Log>) {
+    // One follower is the usual case: popping its waker keeps the list's
+    // memory, where taking the list would allocate a new one for every token.
+    let (one, many) = if log.wakers.len() > 1 {
+        (None, std::mem::take(&mut log.wakers))
+    } else {
+        (log.wakers.pop(), Vec::new())
+    };
+    drop(log);
+    one.into_iter()
+        .chain(many)
+        .for_each(|(_, waker)| waker.wake());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::ResumeConfig;
+    use crate::streams::records::tests::sample;
+    use crate::streams::{Caller, StreamId, Streams};
+
+    /// A generation with no upstream behind it, as `Ticket::start` builds one.
+    fn quiet_generation() -> Arc<Generation> {
+        let config = ResumeConfig {
+            grace: Duration::from_secs(5),
+            ttl: Duration::from_secs(5),
+            max_stream_bytes: 1 << 20,
+            max_total_bytes: 1 << 24,
+        };
+        let streams = Streams::new(config, None, Arc::default(), None);
+        let generation = Arc::new(Generation {
+            id: StreamId([7; 16]),
+            owner: Caller::OPEN,
+            model: "m".to_owned(),
+            created: Instant::now(),
+            registry: Arc::clone(&streams.registry),
+            log: Mutex::default(),
+            listeners_changed: Notify::new(),
+            stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            running: Mutex::new(None),
+        });
+        generation.append(sample(0));
+        generation
+    }
+
+    #[test]
+    fn followers_that_leave_a_quiet_generation_leave_nothing_behind() {
+        struct Connection;
+        impl Wake for Connection {
+            fn wake(self: Arc<Self>) {}
+        }
+        let generation = quiet_generation();
+        for visit in 0..10_000 {
+            // Every visitor is another connection, with a waker of its own.
+            let waker = Waker::from(Arc::new(Connection));
+            let mut cx = Context::from_waker(&waker);
+            let mut follower = generation.follow(visit % 2);
+            while let Poll::Ready(Some(_)) = Pin::new(&mut follower).poll_next(&mut cx) {}
+            drop(follower);
+        }
+        let log = lock(&generation.log);
+        assert!(log.wakers.is_empty(), "{} wakers kept", log.wakers.len());
+        assert!(log.positions.is_empty());
+        assert!(log.wakers.capacity() <= 4, "{}", log.wakers.capacity());
+    }
+
+    #[test]
+    fn a_waiting_follower_is_woken_once_per_append_with_its_latest_waker() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let generation = quiet_generation();
+        let mut follower = generation.follow(1);
+        let (old, new) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        for waker in [&old, &new] {
+            let waker = Waker::from(Arc::clone(waker));
+            let polled = Pin::new(&mut follower).poll_next(&mut Context::from_waker(&waker));
+            assert!(polled.is_pending());
+        }
+        assert_eq!(lock(&generation.log).wakers.len(), 1);
+        generation.append(sample(1));
+        assert_eq!(old.0.load(Ordering::Relaxed), 0);
+        assert_eq!(new.0.load(Ordering::Relaxed), 1);
+        assert!(matches!(
+            Pin::new(&mut follower).poll_next(&mut Context::from_waker(Waker::noop())),
+            Poll::Ready(Some(Entry::Event { seq: 1, .. }))
+        ));
+    }
+}
