@@ -117,7 +117,7 @@ impl Error {
     }
 
     /// OpenAI's error `type`, so SDKs classify our errors as they do theirs.
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_)
             | Self::NotFound(_)
@@ -213,16 +213,21 @@ impl Error {
     /// `{"error": {"code", "message", "type"}}`: the body of an error
     /// response, and also the last chunk of a `/v1` stream that fails after
     /// it began, which OpenAI SDKs raise as an error of their own.
+    /// The upstream's own status, when it refused.
+    pub(crate) fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Self::Upstream { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     pub(crate) fn body(&self) -> impl Serialize + use<> {
         Body {
             error: Detail {
                 code: self.code(),
                 message: self.message(),
                 kind: self.kind(),
-                upstream_status: match self {
-                    Self::Upstream { status, .. } => Some(*status),
-                    _ => None,
-                },
+                upstream_status: self.upstream_status(),
             },
         }
     }

@@ -21,27 +21,30 @@
 //! - a tool call whose upstream sent no id gets one (`call_<stream>_<choice>_<index>`),
 //!   because clients need it to send the tool's result back.
 
-use std::collections::BTreeMap;
+mod assemble;
+mod encode;
+mod error;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
-use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::{StreamExt, stream};
-use serde::Serialize;
-use serde_json::value::RawValue;
 
+use self::assemble::assemble;
+use self::encode::ChunkEncoder;
+use self::error::OpenAiError;
 use super::sse;
 use crate::error::Error;
-use crate::event::{ErrorCode, FinishReason, StreamEvent};
+use crate::event::{ErrorCode, FinishReason};
 use crate::http::extract::JsonBody;
 use crate::request::ChatRequest;
 use crate::state::AppState;
-use crate::streams::{Caller, Entry, Follower, Generation, StreamId};
+use crate::streams::{Caller, Follower, Generation, StreamId};
 
 /// Sent if one of our own chunks ever failed to serialize (a bug): the
 /// client is told, rather than shown a silent gap.
@@ -60,7 +63,7 @@ async fn completions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody,
-) -> Result<Response, Error> {
+) -> Result<Response, OpenAiError> {
     let request = ChatRequest::from_json(&body)?;
     let delivery = request.delivery();
     let (id, follower) = state
@@ -76,7 +79,7 @@ async fn completions(
         _stop: StopWhenGone(state.streams.find(id, caller)),
     };
     if delivery.stream {
-        let chunks = Chunks {
+        let encoder = ChunkEncoder {
             answer,
             model: String::new(),
             include_usage: delivery.include_usage,
@@ -88,7 +91,7 @@ async fn completions(
         return Ok(stream_response(
             id,
             follower,
-            chunks,
+            encoder,
             state.config.keepalive,
         ));
     }
@@ -97,7 +100,7 @@ async fn completions(
 }
 
 /// `GET /v1/models`: the upstream's list (the demo model's, with the demo).
-async fn models(State(state): State<AppState>) -> Result<Response, Error> {
+async fn models(State(state): State<AppState>) -> Result<Response, OpenAiError> {
     let list = state.routes.models().await?;
     Ok((
         [(
@@ -147,441 +150,12 @@ impl Drop for StopWhenGone {
 fn stream_response(
     id: StreamId,
     follower: Follower,
-    mut chunks: Chunks,
+    mut encoder: ChunkEncoder,
     keepalive: Duration,
 ) -> Response {
     let events =
-        follower.flat_map(move |entry| stream::iter(chunks.encode(&entry).into_iter().flatten()));
+        follower.flat_map(move |entry| stream::iter(encoder.encode(&entry).into_iter().flatten()));
     sse::sse(id, events, keepalive)
-}
-
-/// Re-encodes one follower's entries as `chat.completion.chunk`s.
-#[derive(Debug)]
-struct Chunks {
-    answer: Answer,
-    /// The model the generation runs on, from its `start` event.
-    model: String,
-    include_usage: bool,
-    /// Choices whose first delta went out; it carries the role.
-    choices: Vec<u32>,
-    /// Tool calls, as (choice, index), whose first fragment went out; it
-    /// carries the id and the type.
-    calls: Vec<(u32, u32)>,
-    /// An error chunk went out: the stream ends without `[DONE]`.
-    failed: bool,
-    /// Scratch for each chunk's JSON; see [`sse::json_event`].
-    json: Vec<u8>,
-}
-
-impl Chunks {
-    /// The SSE events for one entry: none, one, or (a finish followed by the
-    /// usage the client asked for) two.
-    fn encode(&mut self, entry: &Entry) -> [Option<Event>; 2] {
-        match entry {
-            Entry::Event { event, .. } => self.event(event),
-            Entry::Gap { .. } => [Some(self.fail(&resume_gap())), None],
-            Entry::Lost { code, message } => {
-                let error = Error::Interrupted {
-                    code: *code,
-                    message: message.clone(),
-                };
-                [Some(self.fail(&error)), None]
-            }
-            Entry::Done if self.failed => [None, None],
-            Entry::Done => [Some(Event::default().data("[DONE]")), None],
-        }
-    }
-
-    fn event(&mut self, event: &StreamEvent) -> [Option<Event>; 2] {
-        let chunk = match event {
-            StreamEvent::Start { model, .. } => {
-                self.model.clone_from(model);
-                // OpenAI opens with the role and empty content; SDKs that
-                // assemble messages take the role from here.
-                self.delta(0, Delta::content(""))
-            }
-            StreamEvent::Token {
-                token,
-                refusal: false,
-                choice,
-            } => self.delta(choice.unwrap_or(0), Delta::content(token)),
-            StreamEvent::Token {
-                token,
-                refusal: true,
-                choice,
-            } => self.delta(
-                choice.unwrap_or(0),
-                Delta {
-                    refusal: Some(token),
-                    ..Delta::default()
-                },
-            ),
-            StreamEvent::Reasoning { token, choice } => self.delta(
-                choice.unwrap_or(0),
-                Delta {
-                    reasoning_content: Some(token),
-                    ..Delta::default()
-                },
-            ),
-            StreamEvent::ToolCall {
-                index,
-                id,
-                name,
-                arguments,
-                choice,
-            } => {
-                let choice = choice.unwrap_or(0);
-                let first = !self.calls.contains(&(choice, *index));
-                // Only the first fragment carries an id; an id that turns up
-                // later would contradict the one already sent.
-                let id = first.then(|| {
-                    self.calls.push((choice, *index));
-                    id.clone()
-                        .unwrap_or_else(|| self.answer.call_id(choice, *index))
-                });
-                let call = ToolCallDelta {
-                    index: *index,
-                    id: id.as_deref(),
-                    kind: first.then_some("function"),
-                    function: FunctionDelta {
-                        name: name.as_deref(),
-                        arguments: arguments.as_deref().unwrap_or(""),
-                    },
-                };
-                self.delta(
-                    choice,
-                    Delta {
-                        tool_calls: Some([call]),
-                        ..Delta::default()
-                    },
-                )
-            }
-            StreamEvent::Finish {
-                finish_reason,
-                usage,
-            } => return self.finish(*finish_reason, usage.as_deref()),
-            StreamEvent::Error { code, message } => self.fail(&Error::Interrupted {
-                code: *code,
-                message: message.clone(),
-            }),
-        };
-        [Some(chunk), None]
-    }
-
-    /// A chunk with one choice's delta; a choice's first delta says who speaks.
-    fn delta(&mut self, choice: u32, mut delta: Delta<'_>) -> Event {
-        if !self.choices.contains(&choice) {
-            self.choices.push(choice);
-            delta.role = Some("assistant");
-        }
-        let choices = [ChunkChoice {
-            index: choice,
-            delta,
-            finish_reason: None,
-        }];
-        self.chunk(&choices, None)
-    }
-
-    /// The finish reason for every choice (the upstream's, once for all),
-    /// then the usage chunk when the client asked for one.
-    fn finish(&mut self, reason: FinishReason, usage: Option<&RawValue>) -> [Option<Event>; 2] {
-        let reason = finish_reason(reason);
-        let choices: Vec<ChunkChoice<'_>> = self
-            .choices
-            .iter()
-            .map(|&index| ChunkChoice {
-                index,
-                delta: Delta::default(),
-                finish_reason: Some(reason),
-            })
-            .collect();
-        let usage = self.include_usage.then(|| self.chunk(&[], Some(usage)));
-        [Some(self.chunk(&choices, None)), usage]
-    }
-
-    fn chunk(&mut self, choices: &[ChunkChoice<'_>], usage: Option<Option<&RawValue>>) -> Event {
-        let chunk = Chunk {
-            id: &self.answer.id,
-            object: "chat.completion.chunk",
-            created: self.answer.created,
-            model: &self.model,
-            choices,
-            usage,
-        };
-        sse::json_event(Event::default(), &chunk, &mut self.json, ENCODING_FAILED)
-    }
-
-    fn fail(&mut self, error: &Error) -> Event {
-        self.failed = true;
-        sse::json_event(
-            Event::default(),
-            &error.body(),
-            &mut self.json,
-            ENCODING_FAILED,
-        )
-    }
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: &'a [ChunkChoice<'a>],
-    /// Only on the usage chunk, where it may be `null` if the upstream
-    /// reported none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Option<&'a RawValue>>,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    finish_reason: Option<&'static str>,
-}
-
-#[derive(Default, Serialize)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refusal: Option<&'a str>,
-    /// DeepSeek's name, which the SDKs that read reasoning at all understand.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
-}
-
-impl<'a> Delta<'a> {
-    fn content(text: &'a str) -> Self {
-        Delta {
-            content: Some(text),
-            ..Delta::default()
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ToolCallDelta<'a> {
-    index: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    /// Always present: some clients (the AI SDK) reject a call without it.
-    function: FunctionDelta<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionDelta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    arguments: &'a str,
-}
-
-// ---- not streaming: one chat.completion -----------------------------------
-
-/// Reads a whole generation, within `limit` event bytes (the per-stream
-/// bound of the event log, so that a non-streaming answer is bounded too).
-async fn assemble(mut follower: Follower, limit: usize) -> Result<Assembled, Error> {
-    let mut assembled = Assembled::default();
-    let mut bytes = 0usize;
-    while let Some(entry) = follower.next().await {
-        match entry {
-            Entry::Event { event, .. } => {
-                bytes = bytes.saturating_add(event.size());
-                if bytes > limit {
-                    return Err(Error::Overloaded(format!(
-                        "the answer grew past RESUME_MAX_STREAM_BYTES ({limit} bytes), \
-                         the most kept for a client that does not stream; ask with `stream: true`"
-                    )));
-                }
-                assembled.apply(&event)?;
-            }
-            Entry::Gap { .. } => return Err(resume_gap()),
-            Entry::Lost { code, message } => return Err(Error::Interrupted { code, message }),
-            Entry::Done => break,
-        }
-    }
-    Ok(assembled)
-}
-
-/// A generation's events, accumulated per choice as an SDK would.
-#[derive(Debug, Default)]
-struct Assembled {
-    model: String,
-    choices: BTreeMap<u32, Message>,
-    finish: Option<(FinishReason, Option<Box<RawValue>>)>,
-}
-
-#[derive(Debug, Default)]
-struct Message {
-    content: String,
-    refusal: String,
-    reasoning: String,
-    calls: BTreeMap<u32, Call>,
-}
-
-#[derive(Debug, Default)]
-struct Call {
-    id: Option<String>,
-    name: String,
-    arguments: String,
-}
-
-impl Assembled {
-    /// Adds one event; an in-stream error is the answer's failure.
-    fn apply(&mut self, event: &StreamEvent) -> Result<(), Error> {
-        match event {
-            StreamEvent::Start { model, .. } => {
-                self.model.clone_from(model);
-                self.choices.entry(0).or_default();
-            }
-            StreamEvent::Token {
-                token,
-                refusal: false,
-                choice,
-            } => self.message(*choice).content.push_str(token),
-            StreamEvent::Token {
-                token,
-                refusal: true,
-                choice,
-            } => self.message(*choice).refusal.push_str(token),
-            StreamEvent::Reasoning { token, choice } => {
-                self.message(*choice).reasoning.push_str(token);
-            }
-            StreamEvent::ToolCall {
-                index,
-                id,
-                name,
-                arguments,
-                choice,
-            } => {
-                let call = self.message(*choice).calls.entry(*index).or_default();
-                if call.id.is_none() {
-                    call.id.clone_from(id);
-                }
-                if let Some(name) = name {
-                    call.name.push_str(name);
-                }
-                if let Some(arguments) = arguments {
-                    call.arguments.push_str(arguments);
-                }
-            }
-            StreamEvent::Finish {
-                finish_reason,
-                usage,
-            } => self.finish = Some((*finish_reason, usage.clone())),
-            StreamEvent::Error { code, message } => {
-                return Err(Error::Interrupted {
-                    code: *code,
-                    message: message.clone(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn message(&mut self, choice: Option<u32>) -> &mut Message {
-        self.choices.entry(choice.unwrap_or(0)).or_default()
-    }
-
-    /// The `chat.completion` object; `usage` is always there, as with
-    /// OpenAI (`null` only when the upstream reported none).
-    fn completion<'a>(&'a self, answer: &'a Answer) -> Result<Completion<'a>, Error> {
-        let Some((reason, usage)) = &self.finish else {
-            return Err(Error::Internal(
-                "the generation ended without finishing".to_owned(),
-            ));
-        };
-        let finish_reason = finish_reason(*reason);
-        let text = |text: &'a String| (!text.is_empty()).then_some(text.as_str());
-        let choices = self
-            .choices
-            .iter()
-            .map(|(&index, message)| CompletionChoice {
-                index,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: text(&message.content),
-                    refusal: text(&message.refusal),
-                    reasoning_content: text(&message.reasoning),
-                    tool_calls: message
-                        .calls
-                        .iter()
-                        .map(|(&call_index, call)| ToolCall {
-                            id: call
-                                .id
-                                .clone()
-                                .unwrap_or_else(|| answer.call_id(index, call_index)),
-                            kind: "function",
-                            function: Function {
-                                name: &call.name,
-                                arguments: &call.arguments,
-                            },
-                        })
-                        .collect(),
-                },
-                finish_reason,
-            })
-            .collect();
-        Ok(Completion {
-            id: &answer.id,
-            object: "chat.completion",
-            created: answer.created,
-            model: &self.model,
-            choices,
-            usage: usage.as_deref(),
-        })
-    }
-}
-
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<CompletionChoice<'a>>,
-    usage: Option<&'a RawValue>,
-}
-
-#[derive(Serialize)]
-struct CompletionChoice<'a> {
-    index: u32,
-    message: AssistantMessage<'a>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct AssistantMessage<'a> {
-    role: &'static str,
-    /// `null` when the model only called tools or refused, as with OpenAI.
-    content: Option<&'a str>,
-    refusal: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<ToolCall<'a>>,
-}
-
-#[derive(Serialize)]
-struct ToolCall<'a> {
-    id: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: Function<'a>,
-}
-
-#[derive(Serialize)]
-struct Function<'a> {
-    name: &'a str,
-    arguments: &'a str,
 }
 
 // ---- shared ----------------------------------------------------------------
@@ -607,7 +181,11 @@ fn resume_gap() -> Error {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
+    use super::assemble::Assembled;
     use super::*;
+    use crate::event::StreamEvent;
 
     fn answer() -> Answer {
         let stream_id = StreamId::parse(&"ab".repeat(16)).unwrap_or_else(|| panic!("an id"));

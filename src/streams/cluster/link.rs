@@ -1,0 +1,236 @@
+//! The connection to Redis every task of a replica shares: replaced when it
+//! fails, with attempts spaced out, and every command under a deadline, so
+//! that a Redis that restarts or freezes is ridden out (README, "Several
+//! replicas").
+
+use std::fmt;
+use std::future::Future;
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::{COMMAND_TIMEOUT, MAX_BACKOFF, MIN_BACKOFF, kind};
+use crate::lock::lock;
+
+/// The command connection every task shares, replaced when it fails.
+/// Attempts to connect again are spaced out ([`Backoff`]), so while Redis
+/// is down a caller gets a quick refusal rather than a wait.
+pub(super) struct Link {
+    pub(super) client: redis::Client,
+    /// The connection, numbered so a failure forgets only the one that failed.
+    pub(super) current: std::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Held while connecting, so one caller connects and the others wait
+    /// for it (each within its own deadline).
+    pub(super) connecting: Mutex<Reconnect>,
+}
+
+#[derive(Default)]
+pub(super) struct Reconnect {
+    pub(super) made: u64,
+    pub(super) backoff: Backoff,
+    pub(super) retry_at: Option<Instant>,
+}
+
+impl Link {
+    pub(super) fn new(client: redis::Client) -> Self {
+        Self {
+            client,
+            current: std::sync::Mutex::default(),
+            connecting: Mutex::default(),
+        }
+    }
+
+    /// Runs `pipe` within `limit`, connecting first if need be.
+    pub(super) async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        limit: Duration,
+    ) -> Result<T, Failure> {
+        let mut used = None;
+        match tokio::time::timeout(limit, self.attempt(pipe, &mut used)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Redis does not answer on it: the next caller connects anew.
+                if let Some(number) = used {
+                    self.forget(number);
+                }
+                Err(Failure::TimedOut)
+            }
+        }
+    }
+
+    /// A connection that broke while nobody used it (Redis restarted) gets
+    /// one more try on a fresh one.
+    pub(super) async fn attempt<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        used: &mut Option<u64>,
+    ) -> Result<T, Failure> {
+        let mut tries = 2;
+        loop {
+            let (number, mut conn, fresh) = self.connection().await?;
+            *used = Some(number);
+            match pipe.query_async(&mut conn).await {
+                Err(error) if is_lost_connection(&error) => {
+                    self.forget(number);
+                    tries -= 1;
+                    if fresh || tries == 0 {
+                        return Err(Failure::Redis(error));
+                    }
+                }
+                result => return result.map_err(Failure::Redis),
+            }
+        }
+    }
+
+    /// The current connection, its number, and whether it was made just now.
+    pub(super) async fn connection(&self) -> Result<(u64, MultiplexedConnection, bool), Failure> {
+        if let Some((number, conn)) = self.current() {
+            return Ok((number, conn, false));
+        }
+        let mut reconnect = self.connecting.lock().await;
+        if let Some((number, conn)) = self.current() {
+            return Ok((number, conn, false));
+        }
+        if reconnect.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(Failure::Backoff);
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT));
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        match deadline(COMMAND_TIMEOUT, connecting).await {
+            Ok(conn) => {
+                reconnect.made += 1;
+                let number = reconnect.made;
+                *self.slot() = Some((number, conn.clone()));
+                reconnect.backoff.succeeded();
+                reconnect.retry_at = None;
+                Ok((number, conn, true))
+            }
+            Err(failure) => {
+                let wait = reconnect.backoff.failed();
+                reconnect.retry_at = Some(Instant::now() + wait);
+                Err(failure)
+            }
+        }
+    }
+
+    pub(super) fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.slot().clone()
+    }
+
+    /// Forgets connection `number`, unless it was replaced already.
+    pub(super) fn forget(&self, number: u64) {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|(current, _)| *current == number) {
+            *slot = None;
+        }
+    }
+
+    /// Never held across an await.
+    pub(super) fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
+        lock(&self.current)
+    }
+
+    /// A connection of its own for a blocking read: with no response
+    /// timeout, as it waits on purpose; the reader puts its own deadline
+    /// around each read.
+    pub(super) async fn reader(&self) -> Result<MultiplexedConnection, Failure> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(None);
+        deadline(
+            COMMAND_TIMEOUT,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+    }
+}
+
+/// Whether `error` means the connection is gone, not that a command failed.
+pub(super) fn is_lost_connection(error: &redis::RedisError) -> bool {
+    !matches!(
+        error.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    )
+}
+
+/// Why Redis could not be used.
+#[derive(Debug)]
+pub(super) enum Failure {
+    Redis(redis::RedisError),
+    TimedOut,
+    /// Connecting failed a moment ago; the next attempt waits its turn.
+    Backoff,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Redis(error) => f.write_str(&kind(error)),
+            Self::TimedOut => f.write_str("no answer in time"),
+            Self::Backoff => f.write_str("not reachable a moment ago"),
+        }
+    }
+}
+
+/// `future` within `limit`.
+pub(super) async fn deadline<T>(
+    limit: Duration,
+    future: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result.map_err(Failure::Redis),
+        Err(_) => Err(Failure::TimedOut),
+    }
+}
+
+/// Waits between attempts to reach Redis: from `MIN_BACKOFF`, doubling to
+/// `MAX_BACKOFF`, and remembers since when it has been failing.
+#[derive(Debug, Default)]
+pub(super) struct Backoff {
+    pub(super) failures: u32,
+    pub(super) since: Option<Instant>,
+}
+
+impl Backoff {
+    /// Counts a failure; returns how long to wait before the next attempt.
+    pub(super) fn failed(&mut self) -> Duration {
+        self.since.get_or_insert_with(Instant::now);
+        let wait = MIN_BACKOFF
+            .saturating_mul(1 << self.failures.min(16))
+            .min(MAX_BACKOFF);
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+
+    pub(super) fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+
+    pub(super) fn failing_for(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u128> = (0..7).map(|_| backoff.failed().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000, 1000]);
+        backoff.succeeded();
+        assert_eq!(backoff.failing_for(), Duration::ZERO);
+        assert_eq!(backoff.failed(), MIN_BACKOFF);
+    }
+}
