@@ -2,14 +2,63 @@
 //! waiting for more, and what a reader can meet on the way.
 
 use std::pin::Pin;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
 
-use super::generation::{Generation, Log};
+use super::generation::Generation;
 use crate::event::{ErrorCode, StreamEvent};
 use crate::lock::lock;
+
+/// How clients read a generation: followers, and readers that do not count
+/// as listening (the Redis mirror).
+impl Generation {
+    /// A new client reading the log from sequence number `from`; while it
+    /// is attached the generation counts as listened to.
+    pub(crate) fn follow(self: &Arc<Self>, from: u64) -> Follower {
+        self.reader(from, true)
+    }
+
+    /// Where sequence number `from` stands in this generation's log, for a
+    /// client that wants to read on from there.
+    pub(crate) fn position(&self, from: u64) -> Position {
+        let log = lock(&self.log);
+        let end = log.first_seq + log.records.len() as u64;
+        match from.cmp(&end) {
+            std::cmp::Ordering::Less => Position::Kept,
+            std::cmp::Ordering::Equal if log.finished => Position::AllSeen,
+            std::cmp::Ordering::Equal => Position::Kept,
+            std::cmp::Ordering::Greater => Position::PastEnd { end },
+        }
+    }
+
+    /// A reader that does not count as a listener (the Redis mirror).
+    pub(crate) fn watch(self: &Arc<Self>, from: u64) -> Follower {
+        self.reader(from, false)
+    }
+
+    fn reader(self: &Arc<Self>, from: u64, listening: bool) -> Follower {
+        let number = {
+            let mut log = lock(&self.log);
+            let number = log.next_follower;
+            log.next_follower += 1;
+            if listening {
+                log.positions.insert(number, from);
+            }
+            number
+        };
+        if listening {
+            self.listeners_changed.notify_waiters();
+        }
+        Follower {
+            generation: Arc::clone(self),
+            number,
+            next: from,
+            state: Reading::Log,
+        }
+    }
+}
 
 /// Where a position stands in a log; see [`Generation::position`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,21 +174,6 @@ impl Drop for Follower {
             self.generation.listeners_changed.notify_waiters();
         }
     }
-}
-
-/// Wakes the followers waiting for `log` to grow, once it is unlocked.
-pub(super) fn wake_followers(mut log: MutexGuard<'_, Log>) {
-    // One follower is the usual case: popping its waker keeps the list's
-    // memory, where taking the list would allocate a new one for every token.
-    let (one, many) = if log.wakers.len() > 1 {
-        (None, std::mem::take(&mut log.wakers))
-    } else {
-        (log.wakers.pop(), Vec::new())
-    };
-    drop(log);
-    one.into_iter()
-        .chain(many)
-        .for_each(|(_, waker)| waker.wake());
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! appending every batch to the log under one lock, and the grace period
 //! that ends it when nobody listens (`docs/PROTOCOL.md` §6).
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,8 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::follower::{Follower, Position, Reading, wake_followers};
-use super::records::Records;
+use super::log::{Log, wake_followers};
 use super::{Caller, Registry, Running, Source, StreamId};
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
 use crate::lock::lock;
@@ -41,79 +39,9 @@ pub(crate) struct Generation {
     pub(super) running: Mutex<Option<Running>>,
 }
 
-#[derive(Debug, Default)]
-pub(super) struct Log {
-    /// The events; the front one has sequence number `first_seq`.
-    pub(super) records: Records,
-    pub(super) first_seq: u64,
-    pub(super) bytes: usize,
-    pub(super) finished: bool,
-    /// Token events appended so far.
-    pub(super) tokens: u64,
-    /// The first text event's sequence number and arrival.
-    pub(super) first_token: Option<(u64, Instant)>,
-    /// Whether a follower has already reported how long that event took to leave.
-    pub(super) first_token_relayed: bool,
-    /// Until when a client on another replica counts as listening.
-    pub(super) remote_lease: Option<Instant>,
-    /// Position of every attached follower, by follower number.
-    pub(super) positions: HashMap<u64, u64>,
-    pub(super) next_follower: u64,
-    /// The readers waiting for the log to grow, by follower number: a
-    /// reader that leaves takes its waker out, or a quiet generation visited
-    /// by many short-lived clients would keep every one of their
-    /// connections' tasks alive through it.
-    pub(super) wakers: Vec<(u64, Waker)>,
-}
-
 impl Generation {
     pub(crate) fn id(&self) -> StreamId {
         self.id
-    }
-
-    /// A new client reading the log from sequence number `from`; while it
-    /// is attached the generation counts as listened to.
-    pub(crate) fn follow(self: &Arc<Self>, from: u64) -> Follower {
-        self.reader(from, true)
-    }
-
-    /// Where sequence number `from` stands in this generation's log, for a
-    /// client that wants to read on from there.
-    pub(crate) fn position(&self, from: u64) -> Position {
-        let log = lock(&self.log);
-        let end = log.first_seq + log.records.len() as u64;
-        match from.cmp(&end) {
-            std::cmp::Ordering::Less => Position::Kept,
-            std::cmp::Ordering::Equal if log.finished => Position::AllSeen,
-            std::cmp::Ordering::Equal => Position::Kept,
-            std::cmp::Ordering::Greater => Position::PastEnd { end },
-        }
-    }
-
-    /// A reader that does not count as a listener (the Redis mirror).
-    pub(crate) fn watch(self: &Arc<Self>, from: u64) -> Follower {
-        self.reader(from, false)
-    }
-
-    fn reader(self: &Arc<Self>, from: u64, listening: bool) -> Follower {
-        let number = {
-            let mut log = lock(&self.log);
-            let number = log.next_follower;
-            log.next_follower += 1;
-            if listening {
-                log.positions.insert(number, from);
-            }
-            number
-        };
-        if listening {
-            self.listeners_changed.notify_waiters();
-        }
-        Follower {
-            generation: Arc::clone(self),
-            number,
-            next: from,
-            state: Reading::Log,
-        }
     }
 
     /// A client on another replica is following this generation until `until`.

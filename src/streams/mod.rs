@@ -16,6 +16,7 @@
 mod cluster;
 mod follower;
 mod generation;
+mod log;
 mod owner;
 mod records;
 
@@ -39,7 +40,7 @@ use crate::metrics::Metrics;
 pub(crate) use self::cluster::{Cluster, Elsewhere};
 pub(crate) use self::follower::{Entry, Follower, Position};
 pub(crate) use self::generation::Generation;
-use self::generation::Log;
+use self::log::Log;
 pub(crate) use self::owner::{Caller, KeyId};
 
 /// The upstream side of a generation: batches of events a provider has

@@ -3,7 +3,7 @@
 //! Groq, DeepSeek, Mistral, OpenRouter, vLLM, llama.cpp, Ollama...
 //!
 //! The request is the client's own fields with streaming and usage forced
-//! on; the stream is translated by [`translate`].
+//! on; the stream is translated by `translate`.
 
 mod translate;
 

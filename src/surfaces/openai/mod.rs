@@ -50,7 +50,7 @@ use crate::streams::{Caller, Follower, Generation, StreamId};
 /// client is told, rather than shown a silent gap.
 const ENCODING_FAILED: &str = r#"{"error":{"code":"internal_error","message":"a chunk could not be encoded","type":"server_error"}}"#;
 
-/// The `/v1` routes; `routes` puts them behind the same layers as `/api`.
+/// The `/v1` routes; `http` puts them behind the same layers as `/api`.
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(completions))

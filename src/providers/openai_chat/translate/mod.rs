@@ -266,7 +266,7 @@ impl Translator {
         self.done = true;
         out.push(StreamEvent::error(
             code,
-            // Whole: `upstream` masks our key in it before cutting it short,
+            // Whole: the provider masks our key in it before cutting it short,
             // which it could not do for a key that a cut here had split.
             message.trim(),
         ));
@@ -522,4 +522,8 @@ impl<'de> Visitor<'de> for ContentVisitor {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::unwrap_used,
+    reason = "tests fail loudly on broken fixtures and helpers"
+)]
 mod tests;

@@ -1,0 +1,50 @@
+//! A generation's log: its events and the state of those reading them,
+//! behind the one lock a batch of events is appended under.
+
+use std::collections::HashMap;
+use std::sync::MutexGuard;
+use std::task::Waker;
+
+use tokio::time::Instant;
+
+use super::records::Records;
+
+#[derive(Debug, Default)]
+pub(super) struct Log {
+    /// The events; the front one has sequence number `first_seq`.
+    pub(super) records: Records,
+    pub(super) first_seq: u64,
+    pub(super) bytes: usize,
+    pub(super) finished: bool,
+    /// Token events appended so far.
+    pub(super) tokens: u64,
+    /// The first text event's sequence number and arrival.
+    pub(super) first_token: Option<(u64, Instant)>,
+    /// Whether a follower has already reported how long that event took to leave.
+    pub(super) first_token_relayed: bool,
+    /// Until when a client on another replica counts as listening.
+    pub(super) remote_lease: Option<Instant>,
+    /// Position of every attached follower, by follower number.
+    pub(super) positions: HashMap<u64, u64>,
+    pub(super) next_follower: u64,
+    /// The readers waiting for the log to grow, by follower number: a
+    /// reader that leaves takes its waker out, or a quiet generation visited
+    /// by many short-lived clients would keep every one of their
+    /// connections' tasks alive through it.
+    pub(super) wakers: Vec<(u64, Waker)>,
+}
+
+/// Wakes the followers waiting for `log` to grow, once it is unlocked.
+pub(super) fn wake_followers(mut log: MutexGuard<'_, Log>) {
+    // One follower is the usual case: popping its waker keeps the list's
+    // memory, where taking the list would allocate a new one for every token.
+    let (one, many) = if log.wakers.len() > 1 {
+        (None, std::mem::take(&mut log.wakers))
+    } else {
+        (log.wakers.pop(), Vec::new())
+    };
+    drop(log);
+    one.into_iter()
+        .chain(many)
+        .for_each(|(_, waker)| waker.wake());
+}
