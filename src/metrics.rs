@@ -97,14 +97,14 @@ impl Cancellation {
 
 /// Why an upstream refused before the stream began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum RefusalKind {
     /// It answered an error status (or something that is not an event stream).
     Status,
     Connect,
     HeadersTimeout,
 }
 
-impl Refusal {
+impl RefusalKind {
     const ALL: [Self; 3] = [Self::Status, Self::Connect, Self::HeadersTimeout];
 
     /// The kind of refusal `error` reports.
@@ -141,7 +141,7 @@ pub(crate) struct Metrics {
     tokens: AtomicU64,
     resumes: AtomicU64,
     cancellations: [AtomicU64; Cancellation::ALL.len()],
-    refusals: [AtomicU64; Refusal::ALL.len()],
+    refusals: [AtomicU64; RefusalKind::ALL.len()],
     failures: [AtomicU64; UPSTREAM_FAILURES.len()],
     ttft_upstream: Histogram,
     ttft_proxy: Histogram,
@@ -165,7 +165,7 @@ impl Metrics {
     }
 
     /// Counts a refusal before the stream.
-    pub(crate) fn upstream_refusal(&self, refusal: Refusal) {
+    pub(crate) fn upstream_refusal(&self, refusal: RefusalKind) {
         self.refusals[refusal as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -250,7 +250,7 @@ impl Metrics {
             "tokenrelay_upstream_errors_total",
             "Upstream failures, by kind.",
         );
-        let refusals = Refusal::ALL.iter().map(|refusal| refusal.label());
+        let refusals = RefusalKind::ALL.iter().map(|refusal| refusal.label());
         let failures = UPSTREAM_FAILURES.iter().map(|code| code.as_str());
         let counts = self.refusals.iter().chain(&self.failures);
         for (kind, count) in refusals.chain(failures).zip(counts) {

@@ -244,7 +244,7 @@ impl Config {
     /// Parses every setting from `lookup` (variable name → raw value),
     /// falling back to the defaults of [`SETTINGS`].
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let source = Source { lookup: &lookup };
+        let source = Lookup { lookup: &lookup };
         Ok(Self {
             listen_addr: source.parsed("LISTEN_ADDR", "an address such as 127.0.0.1:3000")?,
             upstream_base_url: source.base_url()?,
@@ -343,11 +343,11 @@ pub fn command() -> clap::Command {
     )
 }
 
-struct Source<'a> {
+struct Lookup<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
 }
 
-impl Source<'_> {
+impl Lookup<'_> {
     /// The raw value, or the default; blank counts as unset so that
     /// `VAR=` in a `.env` file means "use the default".
     fn text(&self, name: &'static str) -> Option<String> {

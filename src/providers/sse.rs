@@ -348,7 +348,7 @@ mod tests {
 
     const LIMIT: usize = 1 << 20;
 
-    struct Outcome<E> {
+    struct Parsed<E> {
         events: Vec<Event>,
         error: Option<SseError<E>>,
         /// The body was still open (returned `Pending`) when polling stopped.
@@ -357,7 +357,7 @@ mod tests {
 
     /// Polls to completion without a runtime: test bodies are either always ready or end in
     /// `pending()`, so a no-op waker suffices.
-    fn drive<E>(events: impl Stream<Item = Result<Event, SseError<E>>>) -> Outcome<E> {
+    fn drive<E>(events: impl Stream<Item = Result<Event, SseError<E>>>) -> Parsed<E> {
         let mut events = pin!(events);
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
@@ -369,21 +369,21 @@ mod tests {
                         matches!(events.as_mut().poll_next(&mut cx), Poll::Ready(None)),
                         "the stream must end after an error"
                     );
-                    return Outcome {
+                    return Parsed {
                         events: out,
                         error: Some(error),
                         pending: false,
                     };
                 }
                 Poll::Ready(None) => {
-                    return Outcome {
+                    return Parsed {
                         events: out,
                         error: None,
                         pending: false,
                     };
                 }
                 Poll::Pending => {
-                    return Outcome {
+                    return Parsed {
                         events: out,
                         error: None,
                         pending: true,
@@ -393,7 +393,7 @@ mod tests {
         }
     }
 
-    fn parse(chunks: Vec<Vec<u8>>, limit: usize) -> Outcome<Infallible> {
+    fn parse(chunks: Vec<Vec<u8>>, limit: usize) -> Parsed<Infallible> {
         let body = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c))));
         drive(events(body, limit))
     }

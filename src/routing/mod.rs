@@ -10,7 +10,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::{Metrics, RefusalKind};
 use crate::providers::Provider;
 use crate::request::ChatRequest;
 use crate::streams::{Caller, Follower, Source, StreamId, Streams};
@@ -61,7 +61,7 @@ impl Routes {
             .provider
             .open(request, &model)
             .await
-            .inspect_err(|error| metrics.upstream_refusal(Refusal::of(error)))?;
+            .inspect_err(|error| metrics.upstream_refusal(RefusalKind::of(error)))?;
         ticket.start(&model, source)
     }
 

@@ -48,7 +48,7 @@ impl Link {
         &self,
         pipe: &redis::Pipeline,
         limit: Duration,
-    ) -> Result<T, Failure> {
+    ) -> Result<T, RedisFailure> {
         let mut used = None;
         match tokio::time::timeout(limit, self.attempt(pipe, &mut used)).await {
             Ok(result) => result,
@@ -57,7 +57,7 @@ impl Link {
                 if let Some(number) = used {
                     self.forget(number);
                 }
-                Err(Failure::TimedOut)
+                Err(RedisFailure::TimedOut)
             }
         }
     }
@@ -68,7 +68,7 @@ impl Link {
         &self,
         pipe: &redis::Pipeline,
         used: &mut Option<u64>,
-    ) -> Result<T, Failure> {
+    ) -> Result<T, RedisFailure> {
         let mut tries = 2;
         loop {
             let (number, mut conn, fresh) = self.connection().await?;
@@ -78,16 +78,18 @@ impl Link {
                     self.forget(number);
                     tries -= 1;
                     if fresh || tries == 0 {
-                        return Err(Failure::Redis(error));
+                        return Err(RedisFailure::Redis(error));
                     }
                 }
-                result => return result.map_err(Failure::Redis),
+                result => return result.map_err(RedisFailure::Redis),
             }
         }
     }
 
     /// The current connection, its number, and whether it was made just now.
-    pub(super) async fn connection(&self) -> Result<(u64, MultiplexedConnection, bool), Failure> {
+    pub(super) async fn connection(
+        &self,
+    ) -> Result<(u64, MultiplexedConnection, bool), RedisFailure> {
         if let Some((number, conn)) = self.current() {
             return Ok((number, conn, false));
         }
@@ -96,7 +98,7 @@ impl Link {
             return Ok((number, conn, false));
         }
         if reconnect.retry_at.is_some_and(|at| Instant::now() < at) {
-            return Err(Failure::Backoff);
+            return Err(RedisFailure::Backoff);
         }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
@@ -141,7 +143,7 @@ impl Link {
     /// A connection of its own for a blocking read: with no response
     /// timeout, as it waits on purpose; the reader puts its own deadline
     /// around each read.
-    pub(super) async fn reader(&self) -> Result<MultiplexedConnection, Failure> {
+    pub(super) async fn reader(&self) -> Result<MultiplexedConnection, RedisFailure> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(None);
@@ -164,14 +166,14 @@ pub(super) fn is_lost_connection(error: &redis::RedisError) -> bool {
 
 /// Why Redis could not be used.
 #[derive(Debug)]
-pub(super) enum Failure {
+pub(super) enum RedisFailure {
     Redis(redis::RedisError),
     TimedOut,
     /// Connecting failed a moment ago; the next attempt waits its turn.
     Backoff,
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for RedisFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Redis(error) => f.write_str(&kind(error)),
@@ -185,10 +187,10 @@ impl fmt::Display for Failure {
 pub(super) async fn deadline<T>(
     limit: Duration,
     future: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, Failure> {
+) -> Result<T, RedisFailure> {
     match tokio::time::timeout(limit, future).await {
-        Ok(result) => result.map_err(Failure::Redis),
-        Err(_) => Err(Failure::TimedOut),
+        Ok(result) => result.map_err(RedisFailure::Redis),
+        Err(_) => Err(RedisFailure::TimedOut),
     }
 }
 

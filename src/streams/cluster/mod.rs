@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 mod link;
 mod remote;
 
-use self::link::{Backoff, Failure, Link, deadline};
+use self::link::{Backoff, Link, RedisFailure, deadline};
 use self::remote::{Remote, seq_of};
 use super::{Caller, Entry, Generation, Mirror, StreamId, Streams};
 use crate::error::Error;
@@ -138,7 +138,7 @@ impl Cluster {
         Ok(())
     }
 
-    async fn subscribe(&self) -> Result<PubSub, Failure> {
+    async fn subscribe(&self) -> Result<PubSub, RedisFailure> {
         let subscribing = async {
             let mut pubsub = self.link.client.get_async_pubsub().await?;
             pubsub.subscribe(STOP_CHANNEL).await?;
@@ -200,7 +200,7 @@ impl Cluster {
         keys: &Keys,
         running_ttl: Duration,
         backoff: &mut Backoff,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), RedisFailure> {
         let mut announce = redis::pipe();
         announce
             .hset(&keys.meta, "owner", owner_tag(owner))
@@ -254,7 +254,7 @@ impl Cluster {
         events: &[(u64, StreamEvent)],
         finished: bool,
         running_ttl: Duration,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), RedisFailure> {
         let mut pipe = redis::pipe();
         for (seq, event) in events {
             let json = serde_json::to_string(event).unwrap_or_default();
@@ -462,6 +462,6 @@ fn kind(error: &redis::RedisError) -> String {
     format!("{:?}", error.kind())
 }
 
-fn unavailable(failure: Failure) -> Error {
+fn unavailable(failure: RedisFailure) -> Error {
     Error::Overloaded(format!("the shared event store is unavailable ({failure})"))
 }

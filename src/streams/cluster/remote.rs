@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 
-use super::link::{Backoff, Failure, deadline};
+use super::link::{Backoff, RedisFailure, deadline};
 use super::{BATCH, BLOCK, COMMAND_TIMEOUT, Cluster, Keys, LEASE, OUTAGE, lease_options, millis};
 use crate::event::{ErrorCode, StreamEvent};
 use crate::streams::Entry;
@@ -85,7 +85,7 @@ impl Remote {
         }
     }
 
-    pub(super) async fn round(&mut self) -> Result<Round, Failure> {
+    pub(super) async fn round(&mut self) -> Result<Round, RedisFailure> {
         let keys = &self.keys;
         let mut listening = redis::pipe();
         listening

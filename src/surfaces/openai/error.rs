@@ -38,26 +38,7 @@ impl IntoResponse for OpenAiError {
 
 /// The body of an error response, and the last chunk of a `/v1` stream
 /// that fails after it began, which the SDKs raise as an error of their own.
+/// OpenAI's fields are the ones our own protocol uses (`docs/PROTOCOL.md` §4).
 pub(super) fn body(error: &Error) -> impl Serialize + use<> {
-    #[derive(Serialize)]
-    struct Body {
-        error: Detail,
-    }
-    #[derive(Serialize)]
-    struct Detail {
-        code: &'static str,
-        message: String,
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        upstream_status: Option<u16>,
-    }
-    Body {
-        error: Detail {
-            code: error.code(),
-            message: error.message(),
-            kind: error.kind(),
-            upstream_status: error.upstream_status(),
-        },
-    }
+    error.body()
 }
