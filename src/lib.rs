@@ -64,7 +64,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let streams = state.streams.clone();
+    let generations = state.generations.clone();
     let grace = state.config.shutdown_grace;
     let limits = server::Limits {
         max_connections: state.config.max_connections,
@@ -79,7 +79,7 @@ pub async fn serve(
         );
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            streams.shut_down();
+            generations.shut_down();
         });
     })
     .await

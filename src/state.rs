@@ -8,14 +8,14 @@ use crate::demo;
 use crate::metrics::Metrics;
 use crate::providers::{OpenAiChat, Provider};
 use crate::routing::Routes;
-use crate::streams::{Cluster, Mirror, Streams};
+use crate::streams::{Cluster, Generations, Mirror};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub(crate) config: Arc<Config>,
     pub(crate) routes: Arc<Routes>,
-    pub(crate) streams: Streams,
+    pub(crate) generations: Generations,
     /// Set with `REDIS_URL`: streams of other replicas are found through it.
     pub(crate) cluster: Option<Cluster>,
     pub(crate) metrics: Arc<Metrics>,
@@ -47,7 +47,7 @@ impl AppState {
             ),
             None => None,
         };
-        let streams = Streams::new(
+        let generations = Generations::new(
             config.resume,
             config.max_concurrent_streams,
             Arc::clone(&metrics),
@@ -57,14 +57,14 @@ impl AppState {
         );
         if let Some(cluster) = &cluster {
             cluster
-                .listen_for_stops(streams.clone())
+                .listen_for_stops(generations.clone())
                 .await
                 .map_err(std::io::Error::other)?;
             tracing::info!("event logs are shared through Redis");
         }
         Ok(Self {
             routes: Arc::new(Routes::new(provider, default_model)),
-            streams,
+            generations,
             cluster,
             metrics,
             config: Arc::new(config),

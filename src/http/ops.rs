@@ -64,7 +64,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(state.streams.running());
+    let body = state.metrics.render(state.generations.running());
     (
         [(
             header::CONTENT_TYPE,

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::metrics::{Metrics, RefusalKind};
 use crate::providers::Provider;
 use crate::request::ChatRequest;
-use crate::streams::{Caller, Follower, Source, StreamId, Streams};
+use crate::streams::{Caller, Follower, Generations, Source, StreamId};
 
 /// Model names and the upstream behind them.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ impl Routes {
     /// frames what the follower reads.
     pub(crate) async fn open(
         &self,
-        streams: &Streams,
+        generations: &Generations,
         metrics: &Metrics,
         caller: Caller,
         request: ChatRequest,
@@ -56,7 +56,7 @@ impl Routes {
             })?
             .to_owned();
         // Reserve before calling the upstream, so a refused request costs nothing.
-        let ticket = streams.reserve(caller)?;
+        let ticket = generations.reserve(caller)?;
         let source: Pin<Box<dyn Source>> = self
             .provider
             .open(request, &model)

@@ -190,7 +190,7 @@ mod tests {
     use super::*;
     use crate::config::ResumeConfig;
     use crate::streams::records::tests::sample;
-    use crate::streams::{Caller, StreamId, Streams};
+    use crate::streams::{Caller, Generations, StreamId};
 
     /// A generation with no upstream behind it, as `Ticket::start` builds one.
     fn quiet_generation() -> Arc<Generation> {
@@ -200,7 +200,7 @@ mod tests {
             max_stream_bytes: 1 << 20,
             max_total_bytes: 1 << 24,
         };
-        let streams = Streams::new(config, None, Arc::default(), None);
+        let streams = Generations::new(config, None, Arc::default(), None);
         let generation = Arc::new(Generation {
             id: StreamId([7; 16]),
             owner: Caller::OPEN,

@@ -102,7 +102,7 @@ impl fmt::Debug for StreamId {
 
 /// Every generation this process knows, running or finished.
 #[derive(Clone, Debug)]
-pub(crate) struct Streams {
+pub(crate) struct Generations {
     registry: Arc<Registry>,
 }
 
@@ -120,7 +120,7 @@ struct Registry {
     mirror: Option<Arc<dyn Mirror>>,
 }
 
-impl Streams {
+impl Generations {
     pub(crate) fn new(
         config: ResumeConfig,
         max_running: Option<usize>,
@@ -186,7 +186,7 @@ impl Streams {
         self.registry.shutdown.cancel();
     }
 
-    /// Fired when [`Streams::shut_down`] is called, for readers that are not
+    /// Fired when [`Generations::shut_down`] is called, for readers that are not
     /// generations of this process (followers of another replica's).
     pub(crate) fn shutting_down(&self) -> CancellationToken {
         self.registry.shutdown.clone()

@@ -38,7 +38,7 @@ mod remote;
 
 use self::link::{Backoff, Link, RedisFailure, deadline};
 use self::remote::{Remote, seq_of};
-use super::{Caller, Entry, Generation, Mirror, StreamId, Streams};
+use super::{Caller, Entry, Generation, Generations, Mirror, StreamId};
 use crate::error::Error;
 use crate::event::StreamEvent;
 
@@ -121,16 +121,16 @@ impl Cluster {
     /// Stops local generations when any replica asks (`DELETE` elsewhere),
     /// subscribing again whenever the subscription is lost; at shutdown,
     /// ends the followers of generations that run elsewhere.
-    pub(crate) async fn listen_for_stops(&self, streams: Streams) -> Result<(), Error> {
+    pub(crate) async fn listen_for_stops(&self, generations: Generations) -> Result<(), Error> {
         let first = self
             .subscribe()
             .await
             .map_err(|failure| Error::Internal(format!("cannot subscribe in Redis ({failure})")))?;
         let cluster = self.clone();
-        let shutting_down = streams.shutting_down();
+        let shutting_down = generations.shutting_down();
         tokio::spawn(async move {
             tokio::select! {
-                () = cluster.relay_stops(first, &streams) => {}
+                () = cluster.relay_stops(first, &generations) => {}
                 () = shutting_down.cancelled() => {}
             }
             cluster.closing.cancel();
@@ -148,14 +148,14 @@ impl Cluster {
     }
 
     /// Runs for the life of the process.
-    async fn relay_stops(&self, first: PubSub, streams: &Streams) {
+    async fn relay_stops(&self, first: PubSub, generations: &Generations) {
         let mut pubsub = Some(first);
         let mut backoff = Backoff::default();
         loop {
             match pubsub.take() {
                 Some(subscribed) => {
                     backoff.succeeded();
-                    stop_on_request(subscribed, streams).await;
+                    stop_on_request(subscribed, generations).await;
                     tracing::warn!(
                         "lost the Redis subscription for stop requests; subscribing again"
                     );
@@ -363,7 +363,7 @@ impl Cluster {
 /// Stops the local generations named on the stop channel until the
 /// subscription is lost; a ping now and then notices a Redis that went
 /// away without closing the connection.
-async fn stop_on_request(pubsub: PubSub, streams: &Streams) {
+async fn stop_on_request(pubsub: PubSub, generations: &Generations) {
     let (mut sink, mut messages) = pubsub.split();
     let mut check = tokio::time::interval(LEASE);
     loop {
@@ -375,7 +375,7 @@ async fn stop_on_request(pubsub: PubSub, streams: &Streams) {
                 let id = std::str::from_utf8(message.get_payload_bytes())
                     .ok()
                     .and_then(StreamId::parse);
-                if let Some(generation) = id.and_then(|id| streams.local(id)) {
+                if let Some(generation) = id.and_then(|id| generations.local(id)) {
                     generation.stop();
                 }
             }

@@ -68,7 +68,7 @@ async fn completions(
     let delivery = request.delivery();
     let (id, follower) = state
         .routes
-        .open(&state.streams, &state.metrics, caller, request)
+        .open(&state.generations, &state.metrics, caller, request)
         .await?;
     let answer = Answer {
         stream_id: id,
@@ -76,7 +76,7 @@ async fn completions(
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs()),
-        _stop: StopWhenGone(state.streams.find(id, caller)),
+        _stop: StopWhenGone(state.generations.find(id, caller)),
     };
     if delivery.stream {
         let encoder = ChunkEncoder {

@@ -123,7 +123,7 @@ async fn stop(
     Path(stream_id): Path<String>,
 ) -> Result<StatusCode, Error> {
     let id = parse_stream_id(&stream_id)?;
-    if let Some(generation) = state.streams.find(id, caller) {
+    if let Some(generation) = state.generations.find(id, caller) {
         generation.stop();
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -148,7 +148,7 @@ fn no_head(allow: &'static str) -> Response {
 async fn start(state: &AppState, caller: Caller, request: ChatRequest) -> Result<Response, Error> {
     let (id, follower) = state
         .routes
-        .open(&state.streams, &state.metrics, caller, request)
+        .open(&state.generations, &state.metrics, caller, request)
         .await?;
     Ok(sse::response(id, follower, state.config.keepalive))
 }
@@ -175,7 +175,7 @@ enum Attached {
 async fn attach(state: &AppState, caller: Caller, point: ResumePoint) -> Result<Attached, Error> {
     let ResumePoint { id, from } = point;
     let keepalive = state.config.keepalive;
-    let attached = match state.streams.find(id, caller) {
+    let attached = match state.generations.find(id, caller) {
         Some(generation) => match generation.position(from) {
             Position::Kept => {
                 Attached::Following(sse::response(id, generation.follow(from), keepalive))
