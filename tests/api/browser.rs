@@ -104,6 +104,56 @@ async fn a_paced_answer_grows_on_the_page_and_ends_exact() {
 }
 
 #[tokio::test]
+async fn an_event_source_left_open_reads_the_answer_once_and_stops() {
+    // Arrange: a page that opens an `EventSource` and never closes it.
+    let app = spawn_app_with(&[("RESUME_GRACE_SECS", "5")]).await;
+    app.upstream.push(Reply::tokens(&["once ", "and ", "done"]));
+    let browser = Browser::launch().await;
+    let page = browser.open(&app.url("/")).await;
+
+    // Act
+    let _: Value = page
+        .eval(
+            "(() => { window.seen = { tokens: '', opens: 0, done: 0 };
+               const source = new EventSource('/api/chat?prompt=hi');
+               window.source = source;
+               source.onopen = () => { window.seen.opens += 1; };
+               source.onmessage = (message) => {
+                 if (message.data === '[DONE]') { window.seen.done += 1; return; }
+                 const event = JSON.parse(message.data);
+                 if (event.type === 'token') window.seen.tokens += event.token;
+               };
+               return null; })()",
+        )
+        .await;
+    // `EventSource` reconnects a second after the stream ends (`retry: 1000`)
+    // and gives up for good when the answer is 204: CLOSED is 2.
+    let state: u32 = page
+        .wait_for(
+            "the EventSource to close",
+            "window.source.readyState === 2 ? 2 : null",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen: Value = page.eval("window.seen").await;
+
+    // Assert
+    assert_eq!(state, 2);
+    assert_eq!(seen["tokens"], "once and done", "{seen}");
+    assert_eq!(
+        seen["done"], 1,
+        "[DONE] arrived once, not every second: {seen}"
+    );
+    assert_eq!(seen["opens"], 1, "{seen}");
+    assert_eq!(
+        chat_requests(&app).len(),
+        1,
+        "the reconnect never started another generation"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn cjk_and_emoji_in_one_byte_pieces_arrive_intact() {
     // Arrange
     let app = spawn_app().await;
