@@ -24,20 +24,37 @@ pub struct AppState {
 impl AppState {
     /// Builds the shared state; starts the demo model when no upstream is set.
     pub async fn new(config: Config) -> std::io::Result<Self> {
-        let (base_url, default_model) = match &config.upstream_base_url {
-            Some(url) => (url.clone(), config.default_model.clone()),
+        let routes = match &config.topology {
+            Some(topology) => {
+                let mut providers = Vec::new();
+                for upstream in &topology.upstreams {
+                    let provider = Provider::new(upstream, Box::new(OpenAiChat))
+                        .map_err(std::io::Error::other)?;
+                    providers.push((upstream.name.clone(), provider));
+                }
+                Routes::configured(topology, providers, config.default_model.clone())
+            }
             None => {
-                let url = demo::spawn().await?;
-                tracing::info!("no UPSTREAM_BASE_URL is set: serving the built-in demo model");
-                let model = config
-                    .default_model
-                    .clone()
-                    .unwrap_or_else(|| demo::MODEL.to_owned());
-                (url, Some(model))
+                let (base_url, default_model) = match &config.upstream_base_url {
+                    Some(url) => (url.clone(), config.default_model.clone()),
+                    None => {
+                        let url = demo::spawn().await?;
+                        tracing::info!(
+                            "no UPSTREAM_BASE_URL is set: serving the built-in demo model"
+                        );
+                        let model = config
+                            .default_model
+                            .clone()
+                            .unwrap_or_else(|| demo::MODEL.to_owned());
+                        (url, Some(model))
+                    }
+                };
+                let provider =
+                    Provider::new(&config.upstream_settings(&base_url), Box::new(OpenAiChat))
+                        .map_err(std::io::Error::other)?;
+                Routes::single(provider, default_model)
             }
         };
-        let provider = Provider::new(&config, &base_url, Box::new(OpenAiChat))
-            .map_err(std::io::Error::other)?;
         let metrics = Arc::new(Metrics::default());
         let cluster = match &config.redis_url {
             Some(url) => Some(
@@ -63,7 +80,7 @@ impl AppState {
             tracing::info!("event logs are shared through Redis");
         }
         Ok(Self {
-            routes: Arc::new(Routes::new(provider, default_model)),
+            routes: Arc::new(routes),
             generations,
             cluster,
             metrics,

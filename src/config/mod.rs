@@ -11,6 +11,10 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+mod file;
+
+pub use self::file::{ModelRoute, Target, Topology, UpstreamSettings};
+
 /// One configuration variable.
 #[derive(Debug)]
 pub struct Setting {
@@ -33,6 +37,11 @@ pub const SETTINGS: &[Setting] = &[
         "LISTEN_ADDR",
         Some("127.0.0.1:3000"),
         "Address to serve on.",
+    ),
+    setting(
+        "TOKENRELAY_CONFIG",
+        None,
+        "TOML file of several upstreams and the model names they serve (README, Several upstreams); the UPSTREAM_* settings are then its defaults.",
     ),
     setting(
         "UPSTREAM_BASE_URL",
@@ -179,6 +188,10 @@ pub struct Config {
     pub rate_limit_per_minute: Option<u32>,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// Several upstreams and the model names they serve, from the file
+    /// `TOKENRELAY_CONFIG` names; `None` is the one-upstream shorthand of
+    /// the `UPSTREAM_*` settings.
+    pub topology: Option<Topology>,
 }
 
 /// The four separate upstream timeouts; there is deliberately no single
@@ -245,7 +258,7 @@ impl Config {
     /// falling back to the defaults of [`SETTINGS`].
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let source = Lookup { lookup: &lookup };
-        Ok(Self {
+        let mut config = Self {
             listen_addr: source.parsed("LISTEN_ADDR", "an address such as 127.0.0.1:3000")?,
             upstream_base_url: source.base_url()?,
             upstream_api_key: source.text("UPSTREAM_API_KEY").map(Secret),
@@ -292,7 +305,32 @@ impl Config {
                     });
                 }
             },
-        })
+            topology: None,
+        };
+        if let Some(path) = source.text("TOKENRELAY_CONFIG") {
+            let text = std::fs::read_to_string(&path).map_err(|error| ConfigError {
+                variable: "TOKENRELAY_CONFIG",
+                message: format!("cannot read `{path}`: {error}"),
+            })?;
+            let defaults = config.upstream_settings("");
+            config.topology = Some(file::parse(&path, &text, &defaults, &lookup)?);
+        }
+        Ok(config)
+    }
+
+    /// The one upstream of the `UPSTREAM_*` settings, at `base_url`; also
+    /// the defaults of every upstream in a [`Topology`].
+    pub fn upstream_settings(&self, base_url: &str) -> UpstreamSettings {
+        UpstreamSettings {
+            name: "default".to_owned(),
+            base_url: base_url.to_owned(),
+            api_key: self.upstream_api_key.clone(),
+            headers: Vec::new(),
+            query: Vec::new(),
+            timeouts: self.timeouts,
+            retries: self.upstream_retries,
+            max_line_bytes: self.upstream_max_line_bytes,
+        }
     }
 
     /// Parses command-line flags over `env` (the process environment in
@@ -303,17 +341,21 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let matches = command().get_matches_from(args);
+        // `${VAR}` in the config file may name any variable, which only
+        // the environment holds.
         Self::from_lookup(|name| {
-            matches
-                .get_one::<String>(name)
-                .cloned()
+            SETTINGS
+                .iter()
+                .any(|setting| setting.name == name)
+                .then(|| matches.get_one::<String>(name).cloned())
+                .flatten()
                 .or_else(|| env(name))
         })
     }
 
     /// True when requests go to the built-in demo model.
     pub fn uses_demo(&self) -> bool {
-        self.upstream_base_url.is_none()
+        self.upstream_base_url.is_none() && self.topology.is_none()
     }
 }
 
@@ -333,12 +375,17 @@ pub fn command() -> clap::Command {
                 ),
                 None => format!("{} [env {}]", setting.help, setting.name),
             };
-            command.arg(
-                clap::Arg::new(setting.name)
-                    .long(setting.name.to_ascii_lowercase().replace('_', "-"))
-                    .value_name("VALUE")
-                    .help(help),
-            )
+            let arg = clap::Arg::new(setting.name)
+                .long(setting.name.to_ascii_lowercase().replace('_', "-"))
+                .value_name("VALUE")
+                .help(help);
+            // The file of upstreams is what people reach for first.
+            let arg = if setting.name == "TOKENRELAY_CONFIG" {
+                arg.visible_alias("config")
+            } else {
+                arg
+            };
+            command.arg(arg)
         },
     )
 }

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use crate::config::{Config, Secret};
+use crate::config::{Secret, UpstreamSettings};
 use crate::error::Error;
 use crate::event::StreamEvent;
 use crate::request::ChatRequest;
@@ -73,17 +73,16 @@ pub(crate) struct Provider {
 }
 
 impl Provider {
-    /// `dialect` at `base_url`, with the `UPSTREAM_*` settings of `config`.
+    /// `dialect` spoken to the upstream `settings` describe.
     pub(crate) fn new(
-        config: &Config,
-        base_url: &str,
+        settings: &UpstreamSettings,
         dialect: Box<dyn Dialect>,
     ) -> Result<Self, Error> {
-        let auth = match &config.upstream_api_key {
+        let auth = match &settings.api_key {
             Some(key) => dialect.auth_headers(key)?,
             None => HeaderMap::new(),
         };
-        let transport = Upstream::new(config, base_url, dialect.chat_path(), auth)?;
+        let transport = Upstream::new(settings, dialect.chat_path(), auth)?;
         Ok(Self { dialect, transport })
     }
 

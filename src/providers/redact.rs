@@ -15,17 +15,22 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 
-use crate::config::Secret;
-
 /// A run of this many of the key's characters in a row is masked even when
 /// the rest of the key is not there; shorter runs are ordinary text.
 const MIN_RUN: usize = 12;
 /// What a masked key becomes.
 const MASK: &str = "***";
 
-/// Masks our key in upstream text.
+/// Masks our keys in upstream text: the upstream's API key, and the values
+/// of its configured headers that carry credentials.
 #[derive(Clone, Default)]
 pub(crate) struct Redactor {
+    secrets: Vec<Key>,
+}
+
+/// One secret, in the forms it is looked for in.
+#[derive(Clone)]
+struct Key {
     key: Vec<char>,
     /// The key's base64 forms, at each of the three alignments it can
     /// start at inside a longer encoded text.
@@ -39,11 +44,16 @@ impl std::fmt::Debug for Redactor {
 }
 
 impl Redactor {
-    pub(crate) fn new(key: Option<&Secret>) -> Self {
-        let key = key.map(Secret::expose).unwrap_or_default();
+    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
-            key: key.chars().collect(),
-            encoded: base64_forms(key.as_bytes()),
+            secrets: secrets
+                .into_iter()
+                .filter(|secret| !secret.is_empty())
+                .map(|secret| Key {
+                    key: secret.chars().collect(),
+                    encoded: base64_forms(secret.as_bytes()),
+                })
+                .collect(),
         }
     }
 
@@ -53,17 +63,20 @@ impl Redactor {
         // Only what survives the cut needs masking, plus enough beyond it
         // for a key that straddles the cut in its longest spelling (a
         // percent-encoded 4-byte character is 12 characters).
-        let margin = self.key.len().saturating_mul(12);
+        let longest = self.secrets.iter().map(|secret| secret.key.len()).max();
+        let margin = longest.unwrap_or(0).saturating_mul(12);
         let scanned = prefix(text, max_chars.saturating_add(margin));
-        truncate(self.mask(scanned), max_chars)
+        let masked = self
+            .secrets
+            .iter()
+            .fold(scanned.to_owned(), |text, secret| secret.mask(&text));
+        truncate(masked, max_chars)
     }
+}
 
+impl Key {
     fn mask(&self, text: &str) -> String {
-        let mut text = if self.key.is_empty() {
-            text.to_owned()
-        } else {
-            self.mask_runs(text)
-        };
+        let mut text = self.mask_runs(text);
         for form in &self.encoded {
             if text.contains(form.as_str()) {
                 text = text.replace(form.as_str(), MASK);
@@ -242,7 +255,7 @@ mod tests {
     const KEY: &str = "sk-proj-Ab12_cd34-EF56/gh78+ij90";
 
     fn redactor() -> Redactor {
-        Redactor::new(Some(&Secret::new(KEY.to_owned())))
+        Redactor::new([KEY])
     }
 
     fn percent(text: &str) -> String {
@@ -316,9 +329,18 @@ mod tests {
         let text =
             "model `gpt-4o` does not exist; sk- prefixes are keys, \\u0041 is A, 100% sure &#;";
         assert_eq!(redactor().clean(text, 1_000), text);
-        assert_eq!(Redactor::new(None).clean(text, 1_000), text);
-        let short_key = Redactor::new(Some(&Secret::new("abc".to_owned())));
+        assert_eq!(Redactor::new([]).clean(text, 1_000), text);
+        let short_key = Redactor::new(["abc"]);
         assert_eq!(short_key.clean("xabcx ab", 100), "x***x ab");
+    }
+
+    #[test]
+    fn every_secret_is_masked() {
+        let redactor = Redactor::new(["first-key-0123456789", "", "other-token-abcdefghij"]);
+        assert_eq!(
+            redactor.clean("a first-key-0123456789 b other-token-abcdefghij c", 100),
+            "a *** b *** c"
+        );
     }
 
     #[test]

@@ -164,6 +164,8 @@ impl Drop for FakeUpstream {
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The query string, without the `?`.
+    pub query: Option<String>,
     pub headers: HeaderMap,
     /// The parsed JSON body, or `Null` if it was empty or not JSON.
     pub body: Value,
@@ -453,6 +455,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         o.requests.push(Recorded {
             method: parts.method.to_string(),
             path: path.clone(),
+            query: parts.uri.query().map(str::to_owned),
             headers: parts.headers,
             body,
         });

@@ -20,5 +20,6 @@ mod openai;
 mod operations;
 mod resume;
 mod retries;
+mod routing;
 mod sdk;
 mod secrets;

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{
+    ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER,
+};
 use tokio::time::Instant;
 
 use super::error_message;
@@ -24,7 +26,7 @@ mod events;
 
 pub(crate) use self::events::UpstreamEvents;
 use super::redact::Redactor;
-use crate::config::{Config, Timeouts};
+use crate::config::{Secret, Timeouts, UpstreamSettings};
 use crate::error::Error;
 use crate::lock::lock;
 
@@ -62,18 +64,34 @@ pub(super) struct Upstream {
 }
 
 impl Upstream {
-    /// Builds the client for `base_url` (for example `https://api.openai.com/v1`).
+    /// Builds the client for one upstream (its `base_url` is for example
+    /// `https://api.openai.com/v1`); `auth` carries the key as its dialect
+    /// sends it, and the upstream's own headers and query parameters go with
+    /// every request.
     pub(crate) fn new(
-        config: &Config,
-        base_url: &str,
+        settings: &UpstreamSettings,
         chat_path: &str,
-        auth: HeaderMap,
+        mut auth: HeaderMap,
     ) -> Result<Self, Error> {
+        for (name, value) in &settings.headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::from_str(value),
+            ) else {
+                return Err(Error::Internal(format!(
+                    "upstream `{}`: header `{name}` cannot be sent",
+                    settings.name
+                )));
+            };
+            auth.insert(name, value);
+        }
+        let base_url = settings.base_url.trim_end_matches('/');
+        let query = query_string(&settings.query);
         // Several Upstreams may be built in one process (tests do); only the
         // first installation can succeed and every later one is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
-            .connect_timeout(config.timeouts.connect)
+            .connect_timeout(settings.timeouts.connect)
             // Without it a small SSE write waits for the peer's delayed ACK.
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -87,14 +105,14 @@ impl Upstream {
             })?;
         Ok(Self {
             client,
-            chat_url: format!("{}{chat_path}", base_url.trim_end_matches('/')),
-            models_url: format!("{}/models", base_url.trim_end_matches('/')),
+            chat_url: format!("{base_url}{chat_path}{query}"),
+            models_url: format!("{base_url}/models{query}"),
             last_answer: Arc::default(),
             auth,
-            redactor: Redactor::new(config.upstream_api_key.as_ref()),
-            timeouts: config.timeouts,
-            retries: config.upstream_retries,
-            max_line_bytes: config.upstream_max_line_bytes,
+            redactor: Redactor::new(secrets(settings)),
+            timeouts: settings.timeouts,
+            retries: settings.retries,
+            max_line_bytes: settings.max_line_bytes,
         })
     }
 
@@ -404,6 +422,44 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<f64>().ok())
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+}
+
+/// What an upstream must never see quoted back: its key, and the values of
+/// its headers whose names say they carry credentials (`api-key`,
+/// `Authorization`, `X-Auth-Token`...).
+fn secrets(settings: &UpstreamSettings) -> impl Iterator<Item = &str> {
+    let credential = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        ["key", "auth", "token", "secret"]
+            .iter()
+            .any(|word| name.contains(word))
+    };
+    let headers = settings
+        .headers
+        .iter()
+        .filter(move |(name, _)| credential(name))
+        .map(|(_, value)| value.as_str());
+    settings.api_key.iter().map(Secret::expose).chain(headers)
+}
+
+/// `?name=value&...`, percent-encoded, or nothing.
+fn query_string(pairs: &[(String, String)]) -> String {
+    // Everything but the unreserved characters of RFC 3986.
+    const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let encode = |text: &str| percent_encoding::utf8_percent_encode(text, ENCODED).to_string();
+    let joined: Vec<String> = pairs
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect();
+    if joined.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", joined.join("&"))
+    }
 }
 
 /// What an error body says, or that it said nothing.

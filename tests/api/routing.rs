@@ -1,0 +1,275 @@
+//! Several upstreams behind one tokenrelay (`TOKENRELAY_CONFIG`): requests
+//! go where their model name says, with each upstream's own key, headers
+//! and query, and a refusal moves on to the next target before anything
+//! reaches the client.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::cli::{binary, scratch_dir};
+use crate::failures::assert_refused;
+use crate::fake_upstream::{FakeUpstream, Reply};
+use crate::helpers::{TestApp, Transcript, json_body, spawn_app_in_front_of};
+
+/// Three fake upstreams, `a`, `b` and `c`, and a proxy configured with
+/// them and with the `[models]` of `models`.
+async fn three_upstreams(models: &str) -> (TestApp, FakeUpstream, FakeUpstream) {
+    let (a, b, c) = (
+        FakeUpstream::start().await,
+        FakeUpstream::start().await,
+        FakeUpstream::start().await,
+    );
+    let file = format!(
+        r#"
+[upstreams.a]
+base_url = "{}"
+api_key = "${{KEY_A}}"
+headers = {{ "x-tenant" = "t-a", "api-key" = "${{KEY_A}}-as-a-header" }}
+query = {{ "api-version" = "2024-10-21" }}
+
+[upstreams.b]
+base_url = "{}"
+api_key = "key-b"
+
+[upstreams.c]
+base_url = "{}"
+
+{models}
+"#,
+        a.base_url(),
+        b.base_url(),
+        c.base_url()
+    );
+    let path = write_config("three", &file);
+    let path = path.to_string_lossy().into_owned();
+    let app = spawn_app_in_front_of(
+        a,
+        &[
+            ("TOKENRELAY_CONFIG", path.as_str()),
+            ("KEY_A", "key-a"),
+            ("DEFAULT_MODEL", ""),
+        ],
+    )
+    .await;
+    (app, b, c)
+}
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let path = scratch_dir(&format!("routing-{name}")).join("tokenrelay.toml");
+    std::fs::write(&path, text).unwrap_or_else(|error| panic!("{error}"));
+    path
+}
+
+async fn chat(app: &TestApp, model: &str) -> Transcript {
+    app.chat(&json!({"model": model, "prompt": "hi"})).await
+}
+
+fn models_sent(upstream: &FakeUpstream) -> Vec<Value> {
+    upstream
+        .requests()
+        .iter()
+        .filter(|request| request.path == "/v1/chat/completions")
+        .map(|request| request.body["model"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_model_name_or_upstream_slash_model_picks_the_upstream() {
+    // Arrange
+    let (app, b, c) = three_upstreams("[models.chat]\ntargets = [\"b/big-model\"]").await;
+    b.push(Reply::tokens(&["from ", "b"]));
+    c.push(Reply::tokens(&["from ", "c"]));
+    app.upstream.push(Reply::tokens(&["from ", "a"]));
+
+    // Act
+    let by_name = chat(&app, "chat").await;
+    let direct = chat(&app, "c/vendor/model-x").await;
+    let to_a = chat(&app, "a/small").await;
+    let unknown = chat(&app, "gpt-4o").await;
+
+    // Assert
+    assert_eq!(by_name.text_of("token"), "from b");
+    assert_eq!(direct.text_of("token"), "from c");
+    assert_eq!(to_a.text_of("token"), "from a");
+    assert_eq!(models_sent(&b), [json!("big-model")]);
+    assert_eq!(models_sent(&c), [json!("vendor/model-x")]);
+    assert_eq!(models_sent(&app.upstream), [json!("small")]);
+    let error = assert_refused(&unknown, 400, "invalid_request", "an unknown model");
+    let message = error["message"].as_str().unwrap_or_default();
+    for name in ["chat", "a/MODEL", "b/MODEL", "c/MODEL"] {
+        assert!(message.contains(name), "the names it knows: {message}");
+    }
+}
+
+#[tokio::test]
+async fn each_upstream_gets_its_own_key_headers_and_query() {
+    // Arrange
+    let (app, b, _c) = three_upstreams("").await;
+    app.upstream.push(Reply::tokens(&["ok"]));
+    b.push(Reply::tokens(&["ok"]));
+
+    // Act
+    chat(&app, "a/m").await;
+    chat(&app, "b/m").await;
+
+    // Assert
+    let to_a = &app.upstream.requests()[0];
+    assert_eq!(to_a.header("authorization"), Some("Bearer key-a"));
+    assert_eq!(to_a.header("x-tenant"), Some("t-a"));
+    assert_eq!(to_a.header("api-key"), Some("key-a-as-a-header"));
+    assert_eq!(to_a.query.as_deref(), Some("api-version=2024-10-21"));
+    let to_b = &b.requests()[0];
+    assert_eq!(to_b.header("authorization"), Some("Bearer key-b"));
+    assert_eq!(to_b.header("x-tenant"), None);
+    assert_eq!(to_b.query, None);
+}
+
+#[tokio::test]
+async fn a_refusal_before_the_stream_moves_on_to_the_next_target() {
+    let (app, b, c) =
+        three_upstreams("[models.chat]\ntargets = [\"a/first\", \"b/second\", \"c/third\"]").await;
+    let refusals = [
+        (
+            "401",
+            Reply::status(401, json!({"error": {"message": "bad key"}})),
+        ),
+        (
+            "429",
+            Reply::status(429, json!({"error": {"message": "slow down"}})),
+        ),
+        (
+            "503",
+            Reply::status(503, json!({"error": {"message": "overloaded"}})),
+        ),
+        (
+            "a 200 that is not an event stream",
+            Reply::status(200, json!({"object": "chat.completion"})),
+        ),
+    ];
+    for (name, refusal) in refusals {
+        // Arrange: a refuses, b answers.
+        app.upstream.push(refusal);
+        b.push(Reply::tokens(&["b ", "answered"]));
+        let (a_before, b_before) = (models_sent(&app.upstream).len(), models_sent(&b).len());
+
+        // Act
+        let transcript = chat(&app, "chat").await;
+
+        // Assert
+        assert_eq!(transcript.status, 200, "{name}: {}", transcript.text);
+        assert_eq!(transcript.text_of("token"), "b answered", "{name}");
+        assert!(
+            !transcript.text.contains("bad key") && !transcript.text.contains("overloaded"),
+            "{name}: nothing of the refused attempt reaches the client"
+        );
+        assert_eq!(models_sent(&app.upstream).len(), a_before + 1, "{name}");
+        assert_eq!(models_sent(&b).len(), b_before + 1, "{name}");
+    }
+    assert!(models_sent(&c).is_empty(), "c was never needed");
+
+    // Every target refusing: the last refusal is the answer.
+    app.upstream
+        .push(Reply::status(500, json!({"error": {"message": "a down"}})));
+    b.push(Reply::status(500, json!({"error": {"message": "b down"}})));
+    c.push(Reply::status(503, json!({"error": {"message": "c down"}})));
+    let all_down = chat(&app, "chat").await;
+    let error = assert_refused(&all_down, 502, "upstream_error", "every target refused");
+    assert_eq!(error["upstream_status"], json!(503));
+}
+
+#[tokio::test]
+async fn a_400_is_the_requests_fault_and_is_not_tried_elsewhere() {
+    // Arrange
+    let (app, b, _c) =
+        three_upstreams("[models.chat]\ntargets = [\"a/first\", \"b/second\"]").await;
+    app.upstream.push(Reply::status(
+        400,
+        json!({"error": {"message": "bad temperature"}}),
+    ));
+    b.push(Reply::tokens(&["never"]));
+
+    // Act
+    let transcript = chat(&app, "chat").await;
+
+    // Assert
+    let error = assert_refused(&transcript, 502, "upstream_error", "a 400");
+    assert_eq!(error["upstream_status"], json!(400));
+    assert!(models_sent(&b).is_empty(), "the next target was not asked");
+}
+
+#[tokio::test]
+async fn v1_models_lists_the_names_and_every_upstreams_models() {
+    // Arrange
+    let (app, _b, _c) = three_upstreams("[models.chat]\ntargets = [\"b/x\"]").await;
+
+    // Act
+    let response = app.get("/v1/models").await;
+    let status = response.status();
+    let body = json_body(response).await;
+
+    // Assert
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|model| model["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["chat", "a/fake-model", "b/fake-model", "c/fake-model"]
+    );
+}
+
+#[test]
+fn a_broken_config_file_stops_the_server_naming_the_problem() {
+    let missing_var = write_config(
+        "missing-var",
+        "[upstreams.a]\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key = \"${NOT_SET_ANYWHERE}\"\n",
+    );
+    let broken = write_config("broken", "[upstreams.a]\nbase_url = \n");
+    for (path, expected) in [
+        (missing_var, "`${NOT_SET_ANYWHERE}` is not set"),
+        (broken, "line 2"),
+    ] {
+        let output = binary()
+            .env("TOKENRELAY_CONFIG", &path)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{path:?} was accepted");
+        assert!(
+            stderr.contains("TOKENRELAY_CONFIG") && stderr.contains(expected),
+            "{path:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_sent_in_a_configured_header_is_masked_when_quoted_back() {
+    // Arrange
+    let (app, _b, _c) = three_upstreams("").await;
+    app.upstream.push(Reply::status(
+        401,
+        json!({"error": {"message": "api-key key-a-as-a-header is revoked"}}),
+    ));
+
+    // Act
+    let transcript = chat(&app, "a/m").await;
+
+    // Assert
+    let error = assert_refused(&transcript, 502, "upstream_error", "a quoted header key");
+    assert!(
+        !transcript.text.contains("as-a-header"),
+        "{}",
+        transcript.text
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is revoked")
+    );
+}
