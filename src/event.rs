@@ -14,7 +14,13 @@ use serde_json::value::RawValue;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum StreamEvent {
     /// First event of every stream.
-    Start { stream_id: String, model: String },
+    Start {
+        stream_id: String,
+        model: String,
+        /// The configured upstream that answers, when there are several.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upstream: Option<String>,
+    },
     /// Assistant text; `refusal` marks text from `delta.refusal`.
     Token {
         token: String,
@@ -70,7 +76,11 @@ impl StreamEvent {
     /// event log count.
     pub(crate) fn size(&self) -> usize {
         Self::size_holding(match self {
-            Self::Start { stream_id, model } => stream_id.len() + model.len(),
+            Self::Start {
+                stream_id,
+                model,
+                upstream,
+            } => stream_id.len() + model.len() + upstream.as_ref().map_or(0, String::len),
             Self::Token { token, .. } | Self::Reasoning { token, .. } => token.len(),
             Self::ToolCall {
                 id,

@@ -45,6 +45,9 @@ pub struct UpstreamSettings {
 pub struct ModelRoute {
     pub name: String,
     pub targets: Vec<Target>,
+    /// How long a target may take to its first content before the next is
+    /// tried; never applied to the last.
+    pub ttft_timeout: Option<Duration>,
 }
 
 /// `UPSTREAM/MODEL`: a model of one upstream.
@@ -97,6 +100,7 @@ struct UpstreamEntry {
 #[serde(deny_unknown_fields)]
 struct ModelEntry {
     targets: Vec<String>,
+    ttft_timeout_secs: Option<f64>,
 }
 
 /// Parses the file at `path` (its text is `text`), over the `UPSTREAM_*`
@@ -221,7 +225,20 @@ pub(super) fn parse(
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        models.push(ModelRoute { name, targets });
+        let ttft_timeout = match entry.ttft_timeout_secs {
+            None => None,
+            Some(secs) if (0.001..=MAX_SECS).contains(&secs) => Some(Duration::from_secs_f64(secs)),
+            Some(secs) => {
+                return Err(refuse(format!(
+                    "models.{name}.ttft_timeout_secs: expected a number of seconds from 0.001 to {MAX_SECS}, got {secs}"
+                )));
+            }
+        };
+        models.push(ModelRoute {
+            name,
+            targets,
+            ttft_timeout,
+        });
     }
     Ok(Topology {
         upstreams,

@@ -10,12 +10,17 @@
 //! anything has reached the client.
 
 use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::config::{Target, Topology};
+use tokio::time::Instant;
+
+use crate::config::{ModelRoute, Target, Topology};
 use crate::error::Error;
+use crate::event::StreamEvent;
 use crate::metrics::{Metrics, RefusalKind};
 use crate::providers::Provider;
 use crate::request::ChatRequest;
@@ -27,7 +32,7 @@ pub(crate) struct Routes {
     /// By name, in the configured order.
     providers: Vec<(String, Provider)>,
     /// `None`: the one-upstream shorthand, where every name goes to it as is.
-    models: Option<Vec<(String, Vec<Target>)>>,
+    models: Option<Vec<ModelRoute>>,
     /// The model of a request that names none.
     default_model: Option<String>,
 }
@@ -51,13 +56,7 @@ impl Routes {
     ) -> Self {
         Self {
             providers,
-            models: Some(
-                topology
-                    .models
-                    .iter()
-                    .map(|route| (route.name.clone(), route.targets.clone()))
-                    .collect(),
-            ),
+            models: Some(topology.models.clone()),
             default_model: topology.default_model.clone().or(default_model),
         }
     }
@@ -66,44 +65,57 @@ impl Routes {
         self.default_model.as_deref()
     }
 
-    /// The upstream models that may serve `model`, in the order to try them.
-    fn targets(&self, model: &str) -> Result<Vec<(&Provider, String)>, Error> {
+    /// The upstream models that may serve `model`, in the order to try
+    /// them, and how long each but the last may take to its first content.
+    fn targets(&self, model: &str) -> Result<(Vec<Attempt<'_>>, Option<Duration>), Error> {
         let Some(models) = &self.models else {
-            return Ok(self
+            let attempts = self
                 .providers
                 .iter()
-                .map(|(_, provider)| (provider, model.to_owned()))
-                .collect());
-        };
-        let targets: Vec<Target> = match models.iter().find(|(name, _)| name == model) {
-            Some((_, targets)) => targets.clone(),
-            None => model
-                .split_once('/')
-                .filter(|(upstream, rest)| {
-                    !rest.is_empty() && self.providers.iter().any(|(name, _)| name == upstream)
+                .map(|(_, provider)| Attempt {
+                    provider,
+                    upstream: None,
+                    model: model.to_owned(),
                 })
-                .map(|(upstream, rest)| {
-                    vec![Target {
-                        upstream: upstream.to_owned(),
-                        model: rest.to_owned(),
-                    }]
-                })
-                .ok_or_else(|| self.unknown_model(model))?,
+                .collect();
+            return Ok((attempts, None));
         };
-        Ok(targets
+        let (targets, ttft): (Vec<Target>, _) =
+            match models.iter().find(|route| route.name == model) {
+                Some(route) => (route.targets.clone(), route.ttft_timeout),
+                None => model
+                    .split_once('/')
+                    .filter(|(upstream, rest)| {
+                        !rest.is_empty() && self.providers.iter().any(|(name, _)| name == upstream)
+                    })
+                    .map(|(upstream, rest)| {
+                        let target = Target {
+                            upstream: upstream.to_owned(),
+                            model: rest.to_owned(),
+                        };
+                        (vec![target], None)
+                    })
+                    .ok_or_else(|| self.unknown_model(model))?,
+            };
+        let attempts = targets
             .into_iter()
             .filter_map(|target| {
                 self.providers
                     .iter()
                     .find(|(name, _)| *name == target.upstream)
-                    .map(|(_, provider)| (provider, target.model))
+                    .map(|(name, provider)| Attempt {
+                        provider,
+                        upstream: Some(name.as_str()),
+                        model: target.model,
+                    })
             })
-            .collect())
+            .collect();
+        Ok((attempts, ttft))
     }
 
     fn unknown_model(&self, model: &str) -> Error {
         let shown: String = model.chars().take(100).collect();
-        let models = self.models.iter().flatten().map(|(name, _)| name.clone());
+        let models = self.models.iter().flatten().map(|route| route.name.clone());
         let upstreams = self
             .providers
             .iter()
@@ -135,16 +147,23 @@ impl Routes {
                 )
             })?
             .to_owned();
-        let targets = self.targets(&model)?;
+        let (attempts, ttft) = self.targets(&model)?;
         // Reserve before calling an upstream, so a refused request costs nothing.
         let ticket = generations.reserve(caller)?;
         let mut last = None;
-        for (attempt, (provider, upstream_model)) in targets.iter().enumerate() {
-            let is_last = attempt + 1 == targets.len();
-            let opened: Result<Pin<Box<dyn Source>>, Error> =
-                provider.open(request.clone(), upstream_model).await;
+        for (attempt, target) in attempts.iter().enumerate() {
+            let is_last = attempt + 1 == attempts.len();
+            let mut opened: Result<Pin<Box<dyn Source>>, Error> =
+                target.provider.open(request.clone(), &target.model).await;
+            // With somewhere else to go, the attempt is committed only at its
+            // first content, so that a failure before then can still move on.
+            if !is_last {
+                if let Ok(source) = opened {
+                    opened = first_content(source, ttft).await;
+                }
+            }
             match opened {
-                Ok(source) => return ticket.start(upstream_model, source),
+                Ok(source) => return ticket.start(&target.model, target.upstream, source),
                 Err(error) => {
                     metrics.upstream_refusal(RefusalKind::of(&error));
                     if is_last || !another_may_answer(&error) {
@@ -172,7 +191,8 @@ impl Routes {
         };
         let mut data: Vec<Value> = models
             .iter()
-            .map(|(name, _)| json!({"id": name, "object": "model", "created": 0, "owned_by": "tokenrelay"}))
+            .map(|route| &route.name)
+            .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "tokenrelay"}))
             .collect();
         for (name, provider) in &self.providers {
             // An upstream that cannot list its models still serves them.
@@ -202,6 +222,79 @@ impl Routes {
     }
 }
 
+/// One upstream model to try.
+struct Attempt<'a> {
+    provider: &'a Provider,
+    /// Its name, when upstreams are configured by name.
+    upstream: Option<&'a str>,
+    model: String,
+}
+
+/// `source` once its first content (text, reasoning, a tool call) or its
+/// finish has arrived, with what came before it held for the generation;
+/// an error before then, the end of the stream, or no content within
+/// `ttft` refuses it, and dropping it drops the upstream request.
+async fn first_content(
+    mut source: Pin<Box<dyn Source>>,
+    ttft: Option<Duration>,
+) -> Result<Pin<Box<dyn Source>>, Error> {
+    let mut held = Vec::new();
+    let deadline = ttft.map(|ttft| (ttft, Instant::now() + ttft));
+    loop {
+        let batch = std::future::poll_fn(|cx| source.as_mut().poll_batch(cx, &mut held));
+        let more = match deadline {
+            Some((ttft, at)) => tokio::time::timeout_at(at, batch).await.map_err(|_| {
+                Error::UpstreamTimeout(format!(
+                    "no first token within ttft_timeout_secs ({} s)",
+                    ttft.as_secs_f64()
+                ))
+            })?,
+            None => batch.await,
+        };
+        if held
+            .iter()
+            .any(|event| event.is_text() || matches!(event, StreamEvent::Finish { .. }))
+        {
+            return Ok(Box::pin(Held { held, source }));
+        }
+        if let Some(StreamEvent::Error { code, message }) = held.last() {
+            return Err(Error::Interrupted {
+                code: *code,
+                message: message.clone(),
+            });
+        }
+        if more.is_none() {
+            return Err(Error::BadGateway(
+                "the upstream closed the stream before its first token".to_owned(),
+            ));
+        }
+    }
+}
+
+/// A source whose first events were already read.
+struct Held {
+    held: Vec<StreamEvent>,
+    source: Pin<Box<dyn Source>>,
+}
+
+impl Source for Held {
+    fn poll_batch(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut Vec<StreamEvent>,
+    ) -> Poll<Option<()>> {
+        if self.held.is_empty() {
+            return self.source.as_mut().poll_batch(cx, out);
+        }
+        out.append(&mut self.held);
+        Poll::Ready(Some(()))
+    }
+
+    fn started(&self) -> Instant {
+        self.source.started()
+    }
+}
+
 /// Whether a refusal is this upstream's alone, so the next target may well
 /// answer. A 400 is the request's fault and would be refused everywhere.
 fn another_may_answer(error: &Error) -> bool {
@@ -209,7 +302,7 @@ fn another_may_answer(error: &Error) -> bool {
         Error::Upstream { status, .. } => {
             matches!(status, 401 | 403 | 404 | 408 | 409 | 429) || *status >= 500
         }
-        Error::BadGateway(_) | Error::UpstreamTimeout(_) => true,
+        Error::BadGateway(_) | Error::UpstreamTimeout(_) | Error::Interrupted { .. } => true,
         _ => false,
     }
 }

@@ -205,6 +205,7 @@ mod tests {
             id: StreamId([7; 16]),
             owner: Caller::OPEN,
             model: "m".to_owned(),
+            upstream: None,
             created: Instant::now(),
             registry: Arc::clone(&streams.registry),
             log: Mutex::default(),

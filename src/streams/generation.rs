@@ -27,6 +27,8 @@ pub(crate) struct Generation {
     /// The key that created it; only that key may resume or stop it.
     pub(super) owner: Caller,
     pub(super) model: String,
+    /// The configured upstream serving it, when there are several.
+    pub(super) upstream: Option<String>,
     pub(super) created: Instant,
     pub(super) registry: Arc<Registry>,
     pub(super) log: Mutex<Log>,
@@ -201,6 +203,7 @@ impl Generation {
         tracing::info!(
             stream_id = %self.id,
             model = %Untrusted(&self.model),
+            upstream = self.upstream.as_deref(),
             outcome,
             ttft_ms,
             tokens = log.tokens,

@@ -204,10 +204,13 @@ impl Ticket {
     /// Registers the generation, spawns the task that drives `upstream`, and
     /// returns the first follower, already attached so the grace period
     /// cannot start before the client reads.
+    /// `upstream` names the configured upstream that answers, when there
+    /// are several; `model` is the model as that upstream knows it.
     pub(crate) fn start(
         self,
         model: &str,
-        upstream: Pin<Box<dyn Source>>,
+        upstream: Option<&str>,
+        source: Pin<Box<dyn Source>>,
     ) -> Result<(StreamId, Follower), Error> {
         let Self { permit, owner } = self;
         let registry = Arc::clone(&permit.0);
@@ -216,6 +219,7 @@ impl Ticket {
             id,
             owner,
             model: model.to_owned(),
+            upstream: upstream.map(str::to_owned),
             created: Instant::now(),
             registry: Arc::clone(&registry),
             log: Mutex::new(Log::default()),
@@ -227,13 +231,14 @@ impl Ticket {
         generation.append(StreamEvent::Start {
             stream_id: id.to_string(),
             model: model.to_owned(),
+            upstream: upstream.map(str::to_owned),
         });
         lock(&registry.generations).insert(id, Arc::clone(&generation));
         let follower = generation.follow(0);
         if let Some(mirror) = &registry.mirror {
             mirror.mirror(Arc::clone(&generation), owner);
         }
-        tokio::spawn(Arc::clone(&generation).run(upstream));
+        tokio::spawn(Arc::clone(&generation).run(source));
         Ok((id, follower))
     }
 }

@@ -4,6 +4,7 @@
 //! reaches the client.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -272,4 +273,102 @@ async fn a_key_sent_in_a_configured_header_is_masked_when_quoted_back() {
             .unwrap_or_default()
             .contains("is revoked")
     );
+}
+
+#[tokio::test]
+async fn an_error_or_silence_before_the_first_token_moves_on_and_start_names_the_upstream() {
+    // Arrange: a's attempts fail after their 200, b answers.
+    let (app, b, _c) = three_upstreams(
+        "[models.chat]\ntargets = [\"a/first\", \"b/second\"]\nttft_timeout_secs = 0.5",
+    )
+    .await;
+    let in_stream_error = format!(
+        "data: {}\n\n",
+        json!({"error": {"message": "overloaded before the first token"}})
+    );
+    let attempts = [
+        ("an error before any content", Reply::sse(in_stream_error)),
+        (
+            "no first token within ttft_timeout_secs",
+            Reply::tokens(&["too", " late"]).first_byte_after(Duration::from_secs(3)),
+        ),
+        (
+            "a stream that ends before its first token",
+            Reply::sse(": keep-alive\n\n"),
+        ),
+    ];
+    for (name, attempt) in attempts {
+        app.upstream.push(attempt);
+        b.push(Reply::tokens(&["b ", "answered"]));
+        let dropped_before = app.upstream.bodies_dropped();
+
+        // Act
+        let transcript = chat(&app, "chat").await;
+
+        // Assert
+        assert_eq!(transcript.status, 200, "{name}");
+        assert_eq!(transcript.text_of("token"), "b answered", "{name}");
+        let events = transcript.events();
+        assert_eq!(events[0]["type"], "start", "{name}");
+        assert_eq!(
+            events[0]["upstream"], "b",
+            "{name}: start names who answers"
+        );
+        assert_eq!(events[0]["model"], "second", "{name}");
+        assert!(
+            !transcript.text.contains("overloaded") && !transcript.text.contains("too"),
+            "{name}: nothing of the abandoned attempt reaches the client"
+        );
+        if name.starts_with("no first token") {
+            assert!(
+                app.upstream
+                    .wait_dropped(dropped_before + 1, Duration::from_secs(5))
+                    .await,
+                "{name}: the abandoned request is dropped"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failure_after_the_first_token_is_never_sent_elsewhere() {
+    // Arrange
+    let (app, b, _c) =
+        three_upstreams("[models.chat]\ntargets = [\"a/first\", \"b/second\"]").await;
+    app.upstream
+        .push(Reply::sse(crate::failures::content_chunk("started")).cut_after(1));
+    b.push(Reply::tokens(&["never"]));
+
+    // Act
+    let transcript = chat(&app, "chat").await;
+
+    // Assert
+    let error = crate::failures::assert_failed_after_start(
+        &transcript,
+        "upstream_disconnected",
+        "a cut after the first token",
+    );
+    assert!(error["message"].is_string());
+    assert_eq!(transcript.text_of("token"), "started");
+    assert_eq!(transcript.events()[0]["upstream"], "a");
+    assert!(models_sent(&b).is_empty(), "nothing is sent twice");
+}
+
+#[tokio::test]
+async fn the_last_target_is_never_cut_by_the_ttft_deadline() {
+    // Arrange
+    let (app, b, _c) = three_upstreams(
+        "[models.chat]\ntargets = [\"a/first\", \"b/second\"]\nttft_timeout_secs = 0.3",
+    )
+    .await;
+    app.upstream
+        .push(Reply::status(503, json!({"error": {"message": "down"}})));
+    b.push(Reply::tokens(&["slow", " but", " fine"]).first_byte_after(Duration::from_secs(1)));
+
+    // Act
+    let transcript = chat(&app, "chat").await;
+
+    // Assert
+    assert_eq!(transcript.status, 200);
+    assert_eq!(transcript.text_of("token"), "slow but fine");
 }

@@ -233,6 +233,7 @@ mod tests {
             StreamEvent::Start {
                 stream_id: "s".to_owned(),
                 model: "m".to_owned(),
+                upstream: None,
             },
             StreamEvent::Reasoning {
                 token: "hm".to_owned(),
