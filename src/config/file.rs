@@ -23,6 +23,7 @@ pub struct Topology {
     /// By name, in the file's order.
     pub models: Vec<ModelRoute>,
     pub default_model: Option<String>,
+    pub cooldown: Cooldown,
 }
 
 /// One upstream: where it is, how to reach it, and its own limits.
@@ -40,11 +41,33 @@ pub struct UpstreamSettings {
     pub max_line_bytes: usize,
 }
 
+/// How the targets of a model name are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// In the order given.
+    Fallback,
+    /// A weighted random order: a target with twice the weight comes first
+    /// twice as often.
+    Weighted,
+    /// The lowest recent time to first token first; ties, and upstreams not
+    /// measured yet, at random.
+    Latency,
+}
+
+/// When an upstream is skipped.
+#[derive(Debug, Clone, Copy)]
+pub struct Cooldown {
+    /// Failures in a row that start a cooldown.
+    pub after: u32,
+    pub length: Duration,
+}
+
 /// A name clients ask for, and the upstream models that serve it, in order.
 #[derive(Debug, Clone)]
 pub struct ModelRoute {
     pub name: String,
     pub targets: Vec<Target>,
+    pub strategy: Strategy,
     /// How long a target may take to its first content before the next is
     /// tried; never applied to the last.
     pub ttft_timeout: Option<Duration>,
@@ -55,6 +78,8 @@ pub struct ModelRoute {
 pub struct Target {
     pub upstream: String,
     pub model: String,
+    /// Its share under [`Strategy::Weighted`].
+    pub weight: u32,
 }
 
 impl Target {
@@ -65,6 +90,7 @@ impl Target {
         (!model.is_empty() && upstreams.iter().any(|known| known.name == upstream)).then(|| Self {
             upstream: upstream.to_owned(),
             model: model.to_owned(),
+            weight: 1,
         })
     }
 }
@@ -73,6 +99,8 @@ impl Target {
 #[serde(deny_unknown_fields)]
 struct File {
     default_model: Option<String>,
+    cooldown_after: Option<u32>,
+    cooldown_secs: Option<f64>,
     #[serde(default)]
     upstreams: BTreeMap<String, UpstreamEntry>,
     #[serde(default)]
@@ -99,8 +127,17 @@ struct UpstreamEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ModelEntry {
-    targets: Vec<String>,
+    targets: Vec<TargetEntry>,
+    strategy: Option<String>,
     ttft_timeout_secs: Option<f64>,
+}
+
+/// `"UPSTREAM/MODEL"`, or `{ target = "UPSTREAM/MODEL", weight = 3 }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TargetEntry {
+    Plain(String),
+    Weighted { target: String, weight: u32 },
 }
 
 /// Parses the file at `path` (its text is `text`), over the `UPSTREAM_*`
@@ -216,8 +253,13 @@ pub(super) fn parse(
         let targets = entry
             .targets
             .iter()
-            .map(|text| {
-                Target::parse(text, &upstreams).ok_or_else(|| {
+            .map(|target| {
+                let (text, weight) = match target {
+                    TargetEntry::Plain(text) => (text, 1),
+                    TargetEntry::Weighted { target, weight } => (target, *weight),
+                };
+                let parsed = Target::parse(text, &upstreams).map(|target| Target { weight, ..target });
+                parsed.ok_or_else(|| {
                     refuse(format!(
                         "models.{name}.targets: `{text}` is not UPSTREAM/MODEL with a declared upstream ({})",
                         upstreams.iter().map(|upstream| upstream.name.as_str()).collect::<Vec<_>>().join(", ")
@@ -234,16 +276,40 @@ pub(super) fn parse(
                 )));
             }
         };
+        let strategy = match entry.strategy.as_deref() {
+            None | Some("fallback") => Strategy::Fallback,
+            Some("weighted") => Strategy::Weighted,
+            Some("latency") => Strategy::Latency,
+            Some(other) => {
+                return Err(refuse(format!(
+                    "models.{name}.strategy: expected `fallback`, `weighted` or `latency`, got `{other}`"
+                )));
+            }
+        };
         models.push(ModelRoute {
             name,
             targets,
+            strategy,
             ttft_timeout,
         });
     }
+    let cooldown = Cooldown {
+        after: file.cooldown_after.unwrap_or(3).max(1),
+        length: match file.cooldown_secs {
+            None => Duration::from_secs(30),
+            Some(secs) if (0.0..=MAX_SECS).contains(&secs) => Duration::from_secs_f64(secs),
+            Some(secs) => {
+                return Err(refuse(format!(
+                    "cooldown_secs: expected a number of seconds from 0 to {MAX_SECS}, got {secs}"
+                )));
+            }
+        },
+    };
     Ok(Topology {
         upstreams,
         models,
         default_model: file.default_model,
+        cooldown,
     })
 }
 
@@ -315,7 +381,8 @@ retries = 0
 [upstreams.local]
 base_url = "http://127.0.0.1:11434/v1"
 [models.chat]
-targets = ["azure/gpt-4o-mini", "local/meta/llama3"]
+targets = ["azure/gpt-4o-mini", { target = "local/meta/llama3", weight = 4 }]
+strategy = "weighted"
 "#,
             &[("AZURE_HOST", "x.openai.azure.com"), ("AZURE_KEY", "k1")],
         )
@@ -341,11 +408,13 @@ targets = ["azure/gpt-4o-mini", "local/meta/llama3"]
             [
                 Target {
                     upstream: "azure".to_owned(),
-                    model: "gpt-4o-mini".to_owned()
+                    model: "gpt-4o-mini".to_owned(),
+                    weight: 1
                 },
                 Target {
                     upstream: "local".to_owned(),
-                    model: "meta/llama3".to_owned()
+                    model: "meta/llama3".to_owned(),
+                    weight: 4
                 },
             ]
         );
@@ -362,7 +431,7 @@ targets = ["azure/gpt-4o-mini", "local/meta/llama3"]
         let topology = parse_with(example, &env).unwrap_or_else(|error| panic!("{error}"));
         let names: Vec<&str> = topology.upstreams.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["azure", "groq", "local", "openai"]);
-        assert_eq!(topology.models.len(), 2);
+        assert_eq!(topology.models.len(), 3);
         assert_eq!(topology.default_model.as_deref(), Some("chat"));
     }
 

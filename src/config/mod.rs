@@ -13,7 +13,7 @@ use std::time::Duration;
 
 mod file;
 
-pub use self::file::{ModelRoute, Target, Topology, UpstreamSettings};
+pub use self::file::{Cooldown, ModelRoute, Strategy, Target, Topology, UpstreamSettings};
 
 /// One configuration variable.
 #[derive(Debug)]

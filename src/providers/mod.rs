@@ -143,6 +143,16 @@ impl Source for Translated {
     }
 }
 
+/// A number in [0, 1) that differs per call: retry jitter and the order of
+/// weighted targets need no better.
+pub(crate) fn uniform() -> f64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    }
+}
+
 /// What an upstream says went wrong, in the shapes OpenAI-style APIs use:
 /// `{"error": {"message": ...}}`, `{"error": "..."}`, `{"message": ...}`;
 /// anything else is shown as the upstream wrote it rather than hidden behind

@@ -9,7 +9,10 @@
 //! answer that is not an event stream) moves on to the next target before
 //! anything has reached the client.
 
+mod plan;
+
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,11 +21,14 @@ use serde_json::{Value, json};
 
 use tokio::time::Instant;
 
-use crate::config::{ModelRoute, Target, Topology};
+use self::plan::{Candidate, Health};
+use crate::config::{Cooldown, ModelRoute, Strategy, Target, Topology};
 use crate::error::Error;
 use crate::event::StreamEvent;
+use crate::lock::lock;
 use crate::metrics::{Metrics, RefusalKind};
 use crate::providers::Provider;
+use crate::providers::uniform;
 use crate::request::ChatRequest;
 use crate::streams::{Caller, Follower, Generations, Source, StreamId};
 
@@ -35,6 +41,9 @@ pub(crate) struct Routes {
     models: Option<Vec<ModelRoute>>,
     /// The model of a request that names none.
     default_model: Option<String>,
+    /// How each provider has fared, by its index.
+    health: Vec<Mutex<Health>>,
+    cooldown: Cooldown,
 }
 
 impl Routes {
@@ -44,6 +53,12 @@ impl Routes {
             providers: vec![("default".to_owned(), provider)],
             models: None,
             default_model,
+            health: vec![Mutex::default()],
+            // One upstream is never skipped: there is nowhere else to go.
+            cooldown: Cooldown {
+                after: u32::MAX,
+                length: Duration::ZERO,
+            },
         }
     }
 
@@ -55,9 +70,11 @@ impl Routes {
         default_model: Option<String>,
     ) -> Self {
         Self {
+            health: providers.iter().map(|_| Mutex::default()).collect(),
             providers,
             models: Some(topology.models.clone()),
             default_model: topology.default_model.clone().or(default_model),
+            cooldown: topology.cooldown,
         }
     }
 
@@ -72,7 +89,9 @@ impl Routes {
             let attempts = self
                 .providers
                 .iter()
-                .map(|(_, provider)| Attempt {
+                .enumerate()
+                .map(|(index, (_, provider))| Attempt {
+                    index,
                     provider,
                     upstream: None,
                     model: model.to_owned(),
@@ -80,9 +99,9 @@ impl Routes {
                 .collect();
             return Ok((attempts, None));
         };
-        let (targets, ttft): (Vec<Target>, _) =
+        let (targets, strategy, ttft): (Vec<Target>, _, _) =
             match models.iter().find(|route| route.name == model) {
-                Some(route) => (route.targets.clone(), route.ttft_timeout),
+                Some(route) => (route.targets.clone(), route.strategy, route.ttft_timeout),
                 None => model
                     .split_once('/')
                     .filter(|(upstream, rest)| {
@@ -92,25 +111,51 @@ impl Routes {
                         let target = Target {
                             upstream: upstream.to_owned(),
                             model: rest.to_owned(),
+                            weight: 1,
                         };
-                        (vec![target], None)
+                        (vec![target], Strategy::Fallback, None)
                     })
                     .ok_or_else(|| self.unknown_model(model))?,
             };
-        let attempts = targets
+        let mut attempts: Vec<(Attempt<'_>, u32)> = targets
             .into_iter()
             .filter_map(|target| {
-                self.providers
+                let index = self
+                    .providers
                     .iter()
-                    .find(|(name, _)| *name == target.upstream)
-                    .map(|(name, provider)| Attempt {
-                        provider,
-                        upstream: Some(name.as_str()),
-                        model: target.model,
-                    })
+                    .position(|(name, _)| *name == target.upstream)?;
+                let (name, provider) = &self.providers[index];
+                let attempt = Attempt {
+                    index,
+                    provider,
+                    upstream: Some(name.as_str()),
+                    model: target.model,
+                };
+                Some((attempt, target.weight))
             })
             .collect();
-        Ok((attempts, ttft))
+        let now = Instant::now();
+        let candidates: Vec<Candidate> = attempts
+            .iter()
+            .map(|(attempt, weight)| {
+                let health = lock(&self.health[attempt.index]);
+                Candidate {
+                    weight: *weight,
+                    cooling: health.cooling(now),
+                    ttft: health.ttft(),
+                }
+            })
+            .collect();
+        let order = plan::order(strategy, &candidates, &mut uniform);
+        let mut slots: Vec<Option<Attempt<'_>>> = attempts
+            .drain(..)
+            .map(|(attempt, _)| Some(attempt))
+            .collect();
+        let ordered = order
+            .into_iter()
+            .filter_map(|index| slots.get_mut(index).and_then(Option::take))
+            .collect();
+        Ok((ordered, ttft))
     }
 
     fn unknown_model(&self, model: &str) -> Error {
@@ -153,6 +198,7 @@ impl Routes {
         let mut last = None;
         for (attempt, target) in attempts.iter().enumerate() {
             let is_last = attempt + 1 == attempts.len();
+            let sent = Instant::now();
             let mut opened: Result<Pin<Box<dyn Source>>, Error> =
                 target.provider.open(request.clone(), &target.model).await;
             // With somewhere else to go, the attempt is committed only at its
@@ -163,8 +209,12 @@ impl Routes {
                 }
             }
             match opened {
-                Ok(source) => return ticket.start(&target.model, target.upstream, source),
+                Ok(source) => {
+                    lock(&self.health[target.index]).answered(sent.elapsed());
+                    return ticket.start(&target.model, target.upstream, source);
+                }
                 Err(error) => {
+                    lock(&self.health[target.index]).failed(Instant::now(), self.cooldown);
                     metrics.upstream_refusal(RefusalKind::of(&error));
                     if is_last || !another_may_answer(&error) {
                         return Err(error);
@@ -224,6 +274,8 @@ impl Routes {
 
 /// One upstream model to try.
 struct Attempt<'a> {
+    /// The provider's place in `Routes::providers`.
+    index: usize,
     provider: &'a Provider,
     /// Its name, when upstreams are configured by name.
     upstream: Option<&'a str>,

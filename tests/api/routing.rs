@@ -14,8 +14,13 @@ use crate::fake_upstream::{FakeUpstream, Reply};
 use crate::helpers::{TestApp, Transcript, json_body, spawn_app_in_front_of};
 
 /// Three fake upstreams, `a`, `b` and `c`, and a proxy configured with
-/// them and with the `[models]` of `models`.
+/// them and with `models`: top-level keys, then `[models]` tables.
 async fn three_upstreams(models: &str) -> (TestApp, FakeUpstream, FakeUpstream) {
+    // Top-level keys must come before the first table.
+    let (top, models) = match models.find('[') {
+        Some(at) => models.split_at(at),
+        None => (models, ""),
+    };
     let (a, b, c) = (
         FakeUpstream::start().await,
         FakeUpstream::start().await,
@@ -23,6 +28,7 @@ async fn three_upstreams(models: &str) -> (TestApp, FakeUpstream, FakeUpstream) 
     );
     let file = format!(
         r#"
+{top}
 [upstreams.a]
 base_url = "{}"
 api_key = "${{KEY_A}}"
@@ -128,8 +134,10 @@ async fn each_upstream_gets_its_own_key_headers_and_query() {
 
 #[tokio::test]
 async fn a_refusal_before_the_stream_moves_on_to_the_next_target() {
-    let (app, b, c) =
-        three_upstreams("[models.chat]\ntargets = [\"a/first\", \"b/second\", \"c/third\"]").await;
+    let (app, b, c) = three_upstreams(
+        "cooldown_after = 100\n[models.chat]\ntargets = [\"a/first\", \"b/second\", \"c/third\"]",
+    )
+    .await;
     let refusals = [
         (
             "401",
@@ -371,4 +379,52 @@ async fn the_last_target_is_never_cut_by_the_ttft_deadline() {
     // Assert
     assert_eq!(transcript.status, 200);
     assert_eq!(transcript.text_of("token"), "slow but fine");
+}
+
+#[tokio::test]
+async fn an_upstream_that_keeps_failing_is_skipped_for_the_cooldown() {
+    // Arrange: a fails every time, b answers.
+    let (app, b, _c) = three_upstreams(
+        "cooldown_after = 2\ncooldown_secs = 60\n[models.chat]\ntargets = [\"a/first\", \"b/second\"]",
+    )
+    .await;
+    app.upstream
+        .set_default(Reply::status(503, json!({"error": {"message": "down"}})));
+    b.set_default(Reply::tokens(&["b"]));
+
+    // Act
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(chat(&app, "chat").await.text_of("token"));
+    }
+
+    // Assert
+    assert!(answers.iter().all(|answer| answer == "b"), "{answers:?}");
+    assert_eq!(
+        models_sent(&app.upstream).len(),
+        2,
+        "after 2 failures in a row, a is skipped"
+    );
+    assert_eq!(models_sent(&b).len(), 5);
+}
+
+#[tokio::test]
+async fn weighted_targets_share_the_traffic_by_weight() {
+    // Arrange
+    let (app, b, _c) = three_upstreams(
+        "[models.chat]\nstrategy = \"weighted\"\ntargets = [{ target = \"a/x\", weight = 3 }, { target = \"b/y\", weight = 1 }]",
+    )
+    .await;
+    app.upstream.set_default(Reply::tokens(&["a"]));
+    b.set_default(Reply::tokens(&["b"]));
+
+    // Act
+    for _ in 0..80 {
+        chat(&app, "chat").await;
+    }
+
+    // Assert: 60 expected on a; far outside chance either way fails.
+    let to_a = models_sent(&app.upstream).len();
+    assert_eq!(to_a + models_sent(&b).len(), 80);
+    assert!((45..=75).contains(&to_a), "a got {to_a} of 80");
 }

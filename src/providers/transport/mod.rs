@@ -397,16 +397,7 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
     // Full jitter between half and all of the delay spreads out clients that
     // failed together, so they do not retry in lockstep.
     let half = exponential / 2;
-    Some(half + half.mul_f64(jitter()))
-}
-
-/// A number in [0, 1) that differs per call; retry jitter needs no better.
-fn jitter() -> f64 {
-    let mut bytes = [0u8; 8];
-    match getrandom::fill(&mut bytes) {
-        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
-        Err(_) => 0.5,
-    }
+    Some(half + half.mul_f64(crate::providers::uniform()))
 }
 
 fn content_type(headers: &HeaderMap) -> Option<&str> {
