@@ -143,6 +143,10 @@ pub(crate) struct Metrics {
     cancellations: [AtomicU64; Cancellation::ALL.len()],
     refusals: [AtomicU64; RefusalKind::ALL.len()],
     failures: [AtomicU64; UPSTREAM_FAILURES.len()],
+    /// With several upstreams: failures by upstream name, then kind.
+    by_upstream: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Moves to the next target: by from, to, and reason (an error code).
+    failovers: Mutex<BTreeMap<(String, String, &'static str), u64>>,
     ttft_upstream: Histogram,
     ttft_proxy: Histogram,
 }
@@ -164,17 +168,42 @@ impl Metrics {
         self.cancellations[cause as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a refusal before the stream.
-    pub(crate) fn upstream_refusal(&self, refusal: RefusalKind) {
-        self.refusals[refusal as usize].fetch_add(1, Ordering::Relaxed);
+    /// Counts a refusal before the stream, by the configured `upstream`
+    /// that refused when there are several.
+    pub(crate) fn upstream_refusal(&self, upstream: Option<&str>, refusal: RefusalKind) {
+        match upstream {
+            Some(name) => self.count_by_upstream(name, refusal.label()),
+            None => {
+                self.refusals[refusal as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Counts an in-stream failure by its error code, when the upstream
     /// caused it.
-    pub(crate) fn upstream_failure(&self, code: ErrorCode) {
-        if let Some(index) = UPSTREAM_FAILURES.iter().position(|known| *known == code) {
-            self.failures[index].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn upstream_failure(&self, upstream: Option<&str>, code: ErrorCode) {
+        let Some(index) = UPSTREAM_FAILURES.iter().position(|known| *known == code) else {
+            return;
+        };
+        match upstream {
+            Some(name) => self.count_by_upstream(name, code.as_str()),
+            None => {
+                self.failures[index].fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    fn count_by_upstream(&self, upstream: &str, kind: &'static str) {
+        *lock(&self.by_upstream)
+            .entry((upstream.to_owned(), kind))
+            .or_default() += 1;
+    }
+
+    /// Counts a move from one upstream to the next before the first token.
+    pub(crate) fn failover(&self, from: &str, to: &str, reason: &'static str) {
+        *lock(&self.failovers)
+            .entry((from.to_owned(), to.to_owned(), reason))
+            .or_default() += 1;
     }
 
     /// Time from sending the request to the upstream's first token.
@@ -258,6 +287,23 @@ impl Metrics {
                 out,
                 "tokenrelay_upstream_errors_total{{kind=\"{kind}\"}} {}",
                 count.load(Ordering::Relaxed)
+            );
+        }
+        for ((upstream, kind), count) in lock(&self.by_upstream).iter() {
+            let _ = writeln!(
+                out,
+                "tokenrelay_upstream_errors_total{{upstream=\"{upstream}\",kind=\"{kind}\"}} {count}"
+            );
+        }
+        counter(
+            &mut out,
+            "tokenrelay_failovers_total",
+            "Moves to the next target before the first token, by upstream and reason.",
+        );
+        for ((from, to, reason), count) in lock(&self.failovers).iter() {
+            let _ = writeln!(
+                out,
+                "tokenrelay_failovers_total{{from=\"{from}\",to=\"{to}\",reason=\"{reason}\"}} {count}"
             );
         }
         let _ = writeln!(

@@ -41,13 +41,22 @@ async fn healthz() -> Response {
 /// Ready when the upstream answered recently (or answers a probe now).
 /// Without Redis, streams started here still work, so a Redis that does
 /// not answer makes the replica degraded, not unready.
+/// With several upstreams it is ready while any is usable, and the body
+/// gives each one's state.
 async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
-    if !state.routes.ready().await {
-        return Err(Error::NotReady(
-            "the upstream has not answered recently".to_owned(),
-        ));
+    let states = state.routes.upstream_states().await;
+    if !states.iter().any(|(_, upstream)| *upstream == "ok") {
+        return Err(Error::NotReady(if state.routes.named() {
+            let listed: Vec<String> = states
+                .iter()
+                .map(|(name, upstream)| format!("{name}: {upstream}"))
+                .collect();
+            format!("no upstream is usable ({})", listed.join(", "))
+        } else {
+            "the upstream has not answered recently".to_owned()
+        }));
     }
-    let body = match &state.cluster {
+    let mut body = match &state.cluster {
         None => json!({"status": "ready"}),
         Some(cluster) => match cluster.ping().await {
             Ok(()) => json!({"status": "ready", "redis": "ok"}),
@@ -60,6 +69,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, Error> {
             }),
         },
     };
+    if state.routes.named() {
+        let upstreams: serde_json::Map<String, serde_json::Value> = states
+            .into_iter()
+            .map(|(name, upstream)| (name.to_owned(), json!(upstream)))
+            .collect();
+        body["upstreams"] = serde_json::Value::Object(upstreams);
+    }
     Ok(axum::Json(body).into_response())
 }
 

@@ -147,6 +147,9 @@ impl Routes {
             })
             .collect();
         let order = plan::order(strategy, &candidates, &mut uniform);
+        for &index in order.iter().skip(1) {
+            lock(&self.health[attempts[index].0.index]).passed_over();
+        }
         let mut slots: Vec<Option<Attempt<'_>>> = attempts
             .drain(..)
             .map(|(attempt, _)| Some(attempt))
@@ -215,14 +218,20 @@ impl Routes {
                 }
                 Err(error) => {
                     lock(&self.health[target.index]).failed(Instant::now(), self.cooldown);
-                    metrics.upstream_refusal(RefusalKind::of(&error));
+                    metrics.upstream_refusal(target.upstream, RefusalKind::of(&error));
                     if is_last || !another_may_answer(&error) {
                         return Err(error);
                     }
+                    if let (Some(from), Some(to)) = (
+                        target.upstream,
+                        attempts.get(attempt + 1).and_then(|next| next.upstream),
+                    ) {
+                        metrics.failover(from, to, error.code());
+                    }
                     tracing::warn!(
-                        attempt,
+                        upstream = target.upstream,
                         code = error.code(),
-                        "an upstream refused; trying the next target"
+                        "an upstream failed before its first token; trying the next target"
                     );
                     last = Some(error);
                 }
@@ -261,14 +270,28 @@ impl Routes {
             .map_err(|error| Error::Internal(format!("could not encode the model list: {error}")))
     }
 
-    /// Whether any upstream can take requests.
-    pub(crate) async fn ready(&self) -> bool {
-        for (_, provider) in &self.providers {
-            if provider.ready().await {
-                return true;
-            }
+    /// Each upstream by name with its state: `ok`, `cooling` (skipped after
+    /// failing in a row) or `unreachable`; nothing for the shorthand's one.
+    pub(crate) async fn upstream_states(&self) -> Vec<(&str, &'static str)> {
+        let now = Instant::now();
+        let mut states = Vec::with_capacity(self.providers.len());
+        for (index, (name, provider)) in self.providers.iter().enumerate() {
+            let cooling = lock(&self.health[index]).cooling(now);
+            let state = if cooling {
+                "cooling"
+            } else if provider.ready().await {
+                "ok"
+            } else {
+                "unreachable"
+            };
+            states.push((name.as_str(), state));
         }
-        false
+        states
+    }
+
+    /// Whether upstreams are configured by name.
+    pub(crate) fn named(&self) -> bool {
+        self.models.is_some()
     }
 }
 

@@ -81,18 +81,33 @@ pub(crate) struct Health {
     failures_in_a_row: u32,
     cooling_until: Option<Instant>,
     ttft: Option<f64>,
+    /// Requests that went to another upstream first since this one was
+    /// last measured.
+    passed_over: u32,
 }
 
 impl Health {
     /// The weight of the latest time to first token in the moving average.
     const SMOOTHING: f64 = 0.3;
+    /// How much quicker an unmeasured-since estimate looks per request.
+    const STALENESS: f64 = 0.8;
 
     pub(crate) fn cooling(&self, now: Instant) -> bool {
         self.cooling_until.is_some_and(|until| now < until)
     }
 
+    /// The moving average of its time to first token, made to look a
+    /// little quicker for every request that went elsewhere first: a slow
+    /// upstream is tried again now and then, so that it wins its traffic
+    /// back once it has recovered.
     pub(crate) fn ttft(&self) -> Option<f64> {
         self.ttft
+            .map(|ttft| ttft * Self::STALENESS.powi(self.passed_over.min(100) as i32))
+    }
+
+    /// Another upstream was tried first.
+    pub(crate) fn passed_over(&mut self) {
+        self.passed_over = self.passed_over.saturating_add(1);
     }
 
     pub(crate) fn failed(&mut self, now: Instant, cooldown: Cooldown) {
@@ -105,6 +120,7 @@ impl Health {
     pub(crate) fn answered(&mut self, ttft: Duration) {
         self.failures_in_a_row = 0;
         self.cooling_until = None;
+        self.passed_over = 0;
         let latest = ttft.as_secs_f64();
         self.ttft = Some(match self.ttft {
             Some(average) => average + Self::SMOOTHING * (latest - average),
@@ -250,5 +266,11 @@ mod tests {
         health.answered(Duration::from_millis(1200));
         let average = health.ttft().unwrap_or_default();
         assert!((average - 0.5).abs() < 1e-9, "{average}");
+        health.passed_over();
+        health.passed_over();
+        let stale = health.ttft().unwrap_or_default();
+        assert!((stale - 0.5 * 0.64).abs() < 1e-9, "{stale}");
+        health.answered(Duration::from_millis(500));
+        assert!((health.ttft().unwrap_or_default() - 0.5).abs() < 1e-9);
     }
 }

@@ -192,7 +192,9 @@ impl Generation {
         let outcome = match log.records.last() {
             Some(StreamEvent::Finish { finish_reason, .. }) => finish_reason.as_str(),
             Some(StreamEvent::Error { code, .. }) => {
-                self.registry.metrics.upstream_failure(*code);
+                self.registry
+                    .metrics
+                    .upstream_failure(self.upstream.as_deref(), *code);
                 code.as_str()
             }
             _ => "unknown",

@@ -428,3 +428,128 @@ async fn weighted_targets_share_the_traffic_by_weight() {
     assert_eq!(to_a + models_sent(&b).len(), 80);
     assert!((45..=75).contains(&to_a), "a got {to_a} of 80");
 }
+
+#[tokio::test]
+async fn an_unreachable_or_silent_upstream_moves_on_too() {
+    // Arrange: a closed port first, then an upstream that sends no headers
+    // within its own headers timeout, then b.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|error| panic!("bind: {error}"));
+        listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("{error}"))
+            .port()
+    };
+    let (silent, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    silent.set_default(Reply::tokens(&["late"]).headers_after(Duration::from_secs(5)));
+    b.set_default(Reply::tokens(&["b ", "answered"]));
+    let file = format!(
+        "[upstreams.dead]\nbase_url = \"http://127.0.0.1:{dead}/v1\"\nretries = 0\n\
+         [upstreams.silent]\nbase_url = \"{}\"\nheaders_timeout_secs = 0.3\nretries = 0\n\
+         [upstreams.b]\nbase_url = \"{}\"\n\
+         [models.chat]\ntargets = [\"dead/m\", \"silent/m\", \"b/m\"]\n",
+        silent.base_url(),
+        b.base_url()
+    );
+    let path = write_config("unreachable", &file);
+    let path = path.to_string_lossy().into_owned();
+    let app = spawn_app_in_front_of(
+        FakeUpstream::start().await,
+        &[("TOKENRELAY_CONFIG", path.as_str()), ("DEFAULT_MODEL", "")],
+    )
+    .await;
+
+    // Act
+    let transcript = chat(&app, "chat").await;
+    let metrics = app.get("/metrics").await.text().await.unwrap_or_default();
+
+    // Assert
+    assert_eq!(transcript.status, 200, "{}", transcript.text);
+    assert_eq!(transcript.text_of("token"), "b answered");
+    assert_eq!(transcript.events()[0]["upstream"], "b");
+    assert!(
+        metrics.contains(
+            r#"tokenrelay_failovers_total{from="dead",to="silent",reason="upstream_error"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"tokenrelay_failovers_total{from="silent",to="b",reason="upstream_timeout"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tokenrelay_upstream_errors_total{upstream="dead",kind="connect"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_gives_each_upstreams_state() {
+    // Arrange: a's model list answers, b's port is closed.
+    let a = FakeUpstream::start().await;
+    let file = format!(
+        "cooldown_after = 1\n\
+         [upstreams.a]\nbase_url = \"{}\"\n\
+         [upstreams.b]\nbase_url = \"http://127.0.0.1:9/v1\"\nretries = 0\n\
+         [models.chat]\ntargets = [\"b/m\", \"a/m\"]\n",
+        a.base_url()
+    );
+    let path = write_config("readyz", &file);
+    let path = path.to_string_lossy().into_owned();
+    let app = spawn_app_in_front_of(
+        a,
+        &[("TOKENRELAY_CONFIG", path.as_str()), ("DEFAULT_MODEL", "")],
+    )
+    .await;
+
+    // Act
+    let before = json_body(app.get("/readyz").await).await;
+    chat(&app, "chat").await;
+    let response = app.get("/readyz").await;
+    let status = response.status();
+    let after = json_body(response).await;
+
+    // Assert
+    assert_eq!(before["upstreams"], json!({"a": "ok", "b": "unreachable"}));
+    assert_eq!(status, 200, "ready while any upstream is usable");
+    assert_eq!(after["upstreams"], json!({"a": "ok", "b": "cooling"}));
+}
+
+#[tokio::test]
+async fn the_latency_strategy_moves_traffic_to_the_quicker_upstream_and_back() {
+    // Arrange: a is slow to its first token, b quick.
+    let (app, b, _c) = three_upstreams(
+        "[models.chat]\nstrategy = \"latency\"\nttft_timeout_secs = 30\ntargets = [\"a/x\", \"b/y\"]",
+    )
+    .await;
+    app.upstream
+        .set_default(Reply::tokens(&["a"]).first_byte_after(Duration::from_millis(300)));
+    b.set_default(Reply::tokens(&["b"]));
+
+    // Act: both get measured, then the quicker one is preferred.
+    let mut served = Vec::new();
+    for _ in 0..8 {
+        served.push(chat(&app, "chat").await.events()[0]["upstream"].clone());
+    }
+    // a recovers and b slows down: the traffic goes back.
+    app.upstream.set_default(Reply::tokens(&["a"]));
+    b.set_default(Reply::tokens(&["b"]).first_byte_after(Duration::from_millis(300)));
+    let mut after = Vec::new();
+    for _ in 0..12 {
+        after.push(chat(&app, "chat").await.events()[0]["upstream"].clone());
+    }
+
+    // Assert
+    let count = |list: &[Value], name: &str| list.iter().filter(|served| **served == name).count();
+    assert!(
+        count(&served[2..], "b") >= 5,
+        "b, the quicker, is preferred: {served:?}"
+    );
+    assert!(
+        count(&after[6..], "a") >= 5,
+        "a wins its traffic back: {after:?}"
+    );
+}
