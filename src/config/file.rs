@@ -39,6 +39,8 @@ pub struct UpstreamSettings {
     pub timeouts: Timeouts,
     pub retries: u32,
     pub max_line_bytes: usize,
+    /// Most requests open to it at once; `None`: no limit of its own.
+    pub max_concurrent: Option<usize>,
 }
 
 /// How the targets of a model name are ordered.
@@ -122,6 +124,7 @@ struct UpstreamEntry {
     idle_timeout_secs: Option<f64>,
     total_timeout_secs: Option<f64>,
     retries: Option<u32>,
+    max_concurrent: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +242,15 @@ pub(super) fn parse(
             },
             retries,
             max_line_bytes: defaults.max_line_bytes,
+            max_concurrent: match entry.max_concurrent {
+                Some(max) if !(1..=1_000_000).contains(&max) => {
+                    return Err(refuse(format!(
+                        "{}: expected a whole number from 1 to 1000000, got {max}",
+                        at("max_concurrent")
+                    )));
+                }
+                max => max,
+            },
             name,
         });
     }
@@ -354,6 +366,7 @@ mod tests {
             },
             retries: 2,
             max_line_bytes: 1 << 20,
+            max_concurrent: None,
         }
     }
 

@@ -330,6 +330,7 @@ impl Config {
             timeouts: self.timeouts,
             retries: self.upstream_retries,
             max_line_bytes: self.upstream_max_line_bytes,
+            max_concurrent: None,
         }
     }
 

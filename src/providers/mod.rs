@@ -17,6 +17,8 @@ mod transport;
 use std::borrow::Cow;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use axum::http::HeaderMap;
@@ -70,6 +72,32 @@ pub(crate) trait Translate: Send {
 pub(crate) struct Provider {
     dialect: Box<dyn Dialect>,
     transport: Upstream,
+    places: Arc<Places>,
+}
+
+/// An upstream's `max_concurrent`: how many of its requests may be open.
+#[derive(Debug)]
+struct Places {
+    max: Option<usize>,
+    open: AtomicUsize,
+}
+
+impl Places {
+    fn take(self: &Arc<Self>) -> Option<Place> {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        let place = Place(Arc::clone(self));
+        self.max.is_none_or(|max| open <= max).then_some(place)
+    }
+}
+
+/// One open request to an upstream with a `max_concurrent`.
+#[derive(Debug)]
+struct Place(Arc<Places>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Provider {
@@ -83,22 +111,39 @@ impl Provider {
             None => HeaderMap::new(),
         };
         let transport = Upstream::new(settings, dialect.chat_path(), auth)?;
-        Ok(Self { dialect, transport })
+        Ok(Self {
+            dialect,
+            transport,
+            places: Arc::new(Places {
+                max: settings.max_concurrent,
+                open: AtomicUsize::new(0),
+            }),
+        })
     }
 
     /// Sends `request` for `model` and resolves once the upstream answered
     /// with an event stream (refusals, retries and deadlines are settled by
-    /// then), with the translated batches to come.
+    /// then), with the translated batches to come. `retry` says whether this
+    /// upstream's own retries apply. At `max_concurrent` open requests it
+    /// refuses at once; the place is held until the source is dropped.
     pub(crate) async fn open(
         &self,
         request: ChatRequest,
         model: &str,
+        retry: bool,
     ) -> Result<Pin<Box<dyn Source>>, Error> {
+        let place = self.places.take().ok_or_else(|| {
+            Error::Overloaded(format!(
+                "the upstream is at its max_concurrent of {} open requests",
+                self.places.max.unwrap_or_default()
+            ))
+        })?;
         let body = self.dialect.request_body(request, model)?;
-        let events = self.transport.open(body).await?;
+        let events = self.transport.open(body, retry).await?;
         Ok(Box::pin(Translated {
             events,
             translator: self.dialect.translator(),
+            _place: place,
         }))
     }
 
@@ -117,6 +162,8 @@ impl Provider {
 struct Translated {
     events: UpstreamEvents,
     translator: Box<dyn Translate>,
+    /// Given back when the generation drops its upstream request.
+    _place: Place,
 }
 
 impl Source for Translated {

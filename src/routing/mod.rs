@@ -202,8 +202,10 @@ impl Routes {
         for (attempt, target) in attempts.iter().enumerate() {
             let is_last = attempt + 1 == attempts.len();
             let sent = Instant::now();
-            let mut opened: Result<Pin<Box<dyn Source>>, Error> =
-                target.provider.open(request.clone(), &target.model).await;
+            let mut opened: Result<Pin<Box<dyn Source>>, Error> = target
+                .provider
+                .open(request.clone(), &target.model, is_last)
+                .await;
             // With somewhere else to go, the attempt is committed only at its
             // first content, so that a failure before then can still move on.
             if !is_last {
@@ -377,7 +379,10 @@ fn another_may_answer(error: &Error) -> bool {
         Error::Upstream { status, .. } => {
             matches!(status, 401 | 403 | 404 | 408 | 409 | 429) || *status >= 500
         }
-        Error::BadGateway(_) | Error::UpstreamTimeout(_) | Error::Interrupted { .. } => true,
+        Error::BadGateway(_)
+        | Error::UpstreamTimeout(_)
+        | Error::Interrupted { .. }
+        | Error::Overloaded(_) => true,
         _ => false,
     }
 }

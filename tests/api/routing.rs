@@ -4,6 +4,7 @@
 //! reaches the client.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -62,8 +63,11 @@ base_url = "{}"
     (app, b, c)
 }
 
+/// Writes a config file in a directory of its own: tests run in parallel.
 fn write_config(name: &str, text: &str) -> PathBuf {
-    let path = scratch_dir(&format!("routing-{name}")).join("tokenrelay.toml");
+    static FILES: AtomicUsize = AtomicUsize::new(0);
+    let unique = FILES.fetch_add(1, Ordering::Relaxed);
+    let path = scratch_dir(&format!("routing-{name}-{unique}")).join("tokenrelay.toml");
     std::fs::write(&path, text).unwrap_or_else(|error| panic!("{error}"));
     path
 }
@@ -96,7 +100,7 @@ async fn a_model_name_or_upstream_slash_model_picks_the_upstream() {
     let unknown = chat(&app, "gpt-4o").await;
 
     // Assert
-    assert_eq!(by_name.text_of("token"), "from b");
+    assert_eq!(by_name.text_of("token"), "from b", "{}", by_name.text);
     assert_eq!(direct.text_of("token"), "from c");
     assert_eq!(to_a.text_of("token"), "from a");
     assert_eq!(models_sent(&b), [json!("big-model")]);
@@ -552,4 +556,124 @@ async fn the_latency_strategy_moves_traffic_to_the_quicker_upstream_and_back() {
         count(&after[6..], "a") >= 5,
         "a wins its traffic back: {after:?}"
     );
+}
+
+#[tokio::test]
+async fn an_upstream_at_its_max_concurrent_is_skipped_and_the_next_retries_for_it() {
+    // Arrange: a takes one request at a time and has retries of its own.
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let file = format!(
+        "[upstreams.a]\nbase_url = \"{}\"\nmax_concurrent = 1\nretries = 2\n\
+         [upstreams.b]\nbase_url = \"{}\"\n\
+         [models.chat]\ntargets = [\"a/m\", \"b/m\"]\n",
+        a.base_url(),
+        b.base_url()
+    );
+    let path = write_config("max-concurrent", &file);
+    let path = path.to_string_lossy().into_owned();
+    let app = spawn_app_in_front_of(
+        a,
+        &[
+            ("TOKENRELAY_CONFIG", path.as_str()),
+            ("DEFAULT_MODEL", ""),
+            ("RESUME_GRACE_SECS", "0"),
+        ],
+    )
+    .await;
+    app.upstream
+        .push(Reply::tokens(&["long ", "answer"]).pace(Duration::from_millis(400)));
+    b.set_default(Reply::tokens(&["b"]));
+
+    // Act
+    let holding = app
+        .post_chat_and_wait(&json!({"model": "chat", "prompt": "hi"}))
+        .await;
+    let skipped = chat(&app, "chat").await;
+    let direct = chat(&app, "a/m").await;
+    drop(holding);
+    assert!(app.upstream.wait_dropped(1, Duration::from_secs(5)).await);
+    // A refusal is not retried on a target with another after it.
+    app.upstream
+        .push(Reply::status(503, json!({"error": {"message": "busy"}})));
+    let moved_on = chat(&app, "chat").await;
+
+    // Assert
+    assert_eq!(
+        skipped.text_of("token"),
+        "b",
+        "a was full: {}",
+        skipped.text
+    );
+    let error = assert_refused(&direct, 503, "overloaded", "a alone, full");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_concurrent")
+    );
+    assert_eq!(moved_on.text_of("token"), "b");
+    assert_eq!(
+        models_sent(&app.upstream).len(),
+        2,
+        "a got the long answer and one try of the refused one, no retries"
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_generation_keeps_its_upstream() {
+    // Arrange
+    let (app, b, _c) =
+        three_upstreams("[models.chat]\nstrategy = \"weighted\"\ntargets = [\"a/x\", \"b/y\"]")
+            .await;
+    let tokens: Vec<String> = (0..20).map(|n| format!("t{n} ")).collect();
+    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let answer = Reply::tokens(&tokens).pace(Duration::from_millis(20));
+    app.upstream.set_default(answer.clone());
+    b.set_default(answer);
+    let mut response = app
+        .client
+        .post(app.url("/api/chat"))
+        .header("content-type", "application/json")
+        .body(json!({"model": "chat", "prompt": "count"}).to_string())
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let stream_id = response
+        .headers()
+        .get("x-stream-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut seen = String::new();
+    while !seen.contains(&format!("{stream_id}:3")) {
+        let piece = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or_else(|| panic!("the stream ended early: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&piece));
+    }
+    drop(response);
+
+    // Act
+    let resumed = Transcript::read(
+        app.client
+            .get(app.url(&format!("/api/chat/{stream_id}/events")))
+            .header("last-event-id", format!("{stream_id}:3"))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{error}")),
+    )
+    .await;
+
+    // Assert
+    assert_eq!(resumed.status, 200);
+    assert!(
+        resumed.text_of("token").ends_with("t19 "),
+        "{}",
+        resumed.text
+    );
+    let asked = models_sent(&app.upstream).len() + models_sent(&b).len();
+    assert_eq!(asked, 1, "the resume was not routed again");
 }

@@ -119,14 +119,16 @@ impl Upstream {
     /// Sends a chat-completions request (`body` is final JSON, `stream: true`
     /// included) and resolves once the upstream has answered 200 with an event
     /// stream. Connect errors, 429 and 5xx are retried here, the only place
-    /// where nothing has reached a client yet.
-    pub(super) async fn open(&self, body: Bytes) -> Result<UpstreamEvents, Error> {
+    /// where nothing has reached a client yet, unless `retry` is false
+    /// (another upstream is the retry).
+    pub(super) async fn open(&self, body: Bytes, retry: bool) -> Result<UpstreamEvents, Error> {
+        let retries = if retry { self.retries } else { 0 };
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             let outcome = self.attempt(body.clone()).await;
             let wait = match &outcome {
-                Err(Refusal::Retryable { retry_after, .. }) if attempt < self.retries => {
+                Err(Refusal::Retryable { retry_after, .. }) if attempt < retries => {
                     backoff(attempt, *retry_after)
                 }
                 _ => None,
