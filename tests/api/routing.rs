@@ -49,18 +49,22 @@ base_url = "{}"
         b.base_url(),
         c.base_url()
     );
-    let path = write_config("three", &file);
-    let path = path.to_string_lossy().into_owned();
-    let app = spawn_app_in_front_of(
-        a,
-        &[
-            ("TOKENRELAY_CONFIG", path.as_str()),
-            ("KEY_A", "key-a"),
-            ("DEFAULT_MODEL", ""),
-        ],
-    )
-    .await;
+    let app = configured(a, "three", &file, &[("KEY_A", "key-a")]).await;
     (app, b, c)
+}
+
+/// A proxy in front of `front` (whose replies `app.upstream` scripts),
+/// configured with the TOML `file` and `settings`.
+async fn configured(
+    front: FakeUpstream,
+    name: &str,
+    file: &str,
+    settings: &[(&str, &str)],
+) -> TestApp {
+    let path = write_config(name, file);
+    let path = path.to_string_lossy().into_owned();
+    let base = [("TOKENRELAY_CONFIG", path.as_str()), ("DEFAULT_MODEL", "")];
+    spawn_app_in_front_of(front, &[&base[..], settings].concat()).await
 }
 
 /// Writes a config file in a directory of its own: tests run in parallel.
@@ -456,13 +460,7 @@ async fn an_unreachable_or_silent_upstream_moves_on_too() {
         silent.base_url(),
         b.base_url()
     );
-    let path = write_config("unreachable", &file);
-    let path = path.to_string_lossy().into_owned();
-    let app = spawn_app_in_front_of(
-        FakeUpstream::start().await,
-        &[("TOKENRELAY_CONFIG", path.as_str()), ("DEFAULT_MODEL", "")],
-    )
-    .await;
+    let app = configured(FakeUpstream::start().await, "unreachable", &file, &[]).await;
 
     // Act
     let transcript = chat(&app, "chat").await;
@@ -501,13 +499,7 @@ async fn readyz_gives_each_upstreams_state() {
          [models.chat]\ntargets = [\"b/m\", \"a/m\"]\n",
         a.base_url()
     );
-    let path = write_config("readyz", &file);
-    let path = path.to_string_lossy().into_owned();
-    let app = spawn_app_in_front_of(
-        a,
-        &[("TOKENRELAY_CONFIG", path.as_str()), ("DEFAULT_MODEL", "")],
-    )
-    .await;
+    let app = configured(a, "readyz", &file, &[]).await;
 
     // Act
     let before = json_body(app.get("/readyz").await).await;
@@ -569,17 +561,7 @@ async fn an_upstream_at_its_max_concurrent_is_skipped_and_the_next_retries_for_i
         a.base_url(),
         b.base_url()
     );
-    let path = write_config("max-concurrent", &file);
-    let path = path.to_string_lossy().into_owned();
-    let app = spawn_app_in_front_of(
-        a,
-        &[
-            ("TOKENRELAY_CONFIG", path.as_str()),
-            ("DEFAULT_MODEL", ""),
-            ("RESUME_GRACE_SECS", "0"),
-        ],
-    )
-    .await;
+    let app = configured(a, "max-concurrent", &file, &[("RESUME_GRACE_SECS", "0")]).await;
     app.upstream
         .push(Reply::tokens(&["long ", "answer"]).pace(Duration::from_millis(400)));
     b.set_default(Reply::tokens(&["b"]));
