@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, MAX_RETRIES, MAX_SECS, Secret, Timeouts};
+use super::{ConfigError, MAX_RETRIES, MIN_POSITIVE_SECS, Secret, Timeouts, seconds};
 
 const VARIABLE: &str = "TOKENRELAY_CONFIG";
 
@@ -196,11 +196,8 @@ pub(super) fn parse(
         };
         let secs = |value: Option<f64>, key: &str, default: Duration| match value {
             None => Ok(default),
-            Some(secs) if (0.001..=MAX_SECS).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
-            Some(secs) => Err(refuse(format!(
-                "{}: expected a number of seconds from 0.001 to {MAX_SECS}, got {secs}",
-                at(key)
-            ))),
+            Some(secs) => seconds(secs, MIN_POSITIVE_SECS)
+                .map_err(|problem| refuse(format!("{}: {problem}", at(key)))),
         };
         let retries = match entry.retries {
             Some(retries) if retries > MAX_RETRIES => {
@@ -279,15 +276,11 @@ pub(super) fn parse(
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let ttft_timeout = match entry.ttft_timeout_secs {
-            None => None,
-            Some(secs) if (0.001..=MAX_SECS).contains(&secs) => Some(Duration::from_secs_f64(secs)),
-            Some(secs) => {
-                return Err(refuse(format!(
-                    "models.{name}.ttft_timeout_secs: expected a number of seconds from 0.001 to {MAX_SECS}, got {secs}"
-                )));
-            }
-        };
+        let ttft_timeout = entry
+            .ttft_timeout_secs
+            .map(|secs| seconds(secs, MIN_POSITIVE_SECS))
+            .transpose()
+            .map_err(|problem| refuse(format!("models.{name}.ttft_timeout_secs: {problem}")))?;
         let strategy = match entry.strategy.as_deref() {
             None | Some("fallback") => Strategy::Fallback,
             Some("weighted") => Strategy::Weighted,
@@ -309,11 +302,8 @@ pub(super) fn parse(
         after: file.cooldown_after.unwrap_or(3).max(1),
         length: match file.cooldown_secs {
             None => Duration::from_secs(30),
-            Some(secs) if (0.0..=MAX_SECS).contains(&secs) => Duration::from_secs_f64(secs),
             Some(secs) => {
-                return Err(refuse(format!(
-                    "cooldown_secs: expected a number of seconds from 0 to {MAX_SECS}, got {secs}"
-                )));
+                seconds(secs, 0.0).map_err(|problem| refuse(format!("cooldown_secs: {problem}")))?
             }
         },
     };

@@ -455,13 +455,9 @@ impl Lookup<'_> {
     fn secs_from(&self, name: &'static str, min: f64) -> Result<Duration, ConfigError> {
         let expected = format!("a number of seconds from {min} to {MAX_SECS}");
         let secs: f64 = self.parsed(name, &expected)?;
-        // NaN fails both comparisons, so it is refused too.
-        let duration = (secs >= min && secs <= MAX_SECS)
-            .then(|| Duration::try_from_secs_f64(secs).ok())
-            .flatten();
-        duration.ok_or_else(|| ConfigError {
+        seconds(secs, min).map_err(|message| ConfigError {
             variable: name,
-            message: format!("expected {expected}, got `{secs}`"),
+            message,
         })
     }
 
@@ -497,6 +493,19 @@ impl Lookup<'_> {
 /// The longest duration any setting takes: a year. Longer is a typo, and
 /// deadlines computed from it must not overflow.
 const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// `secs` as a duration when it lies from `min` to [`MAX_SECS`], else what
+/// was expected: the one range check of every setting in seconds, in the
+/// environment and in the file of upstreams alike.
+fn seconds(secs: f64, min: f64) -> Result<Duration, String> {
+    // NaN fails both comparisons, so it is refused too.
+    (secs >= min && secs <= MAX_SECS)
+        .then(|| Duration::try_from_secs_f64(secs).ok())
+        .flatten()
+        .ok_or_else(|| {
+            format!("expected a number of seconds from {min} to {MAX_SECS}, got `{secs}`")
+        })
+}
 
 /// The shortest duration where 0 makes no sense: below the timers' resolution.
 const MIN_POSITIVE_SECS: f64 = 0.001;
