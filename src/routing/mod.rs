@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use self::plan::{Candidate, Health};
 use crate::config::{Cooldown, ModelRoute, Strategy, Target, Topology};
 use crate::error::Error;
-use crate::event::StreamEvent;
+use crate::event::{ErrorCode, StreamEvent};
 use crate::lock::lock;
 use crate::metrics::{Metrics, RefusalKind};
 use crate::providers::Provider;
@@ -220,7 +220,14 @@ impl Routes {
                 }
                 Err(error) => {
                     lock(&self.health[target.index]).failed(Instant::now(), self.cooldown);
-                    metrics.upstream_refusal(target.upstream, RefusalKind::of(&error));
+                    // After its 200 an attempt fails like a stream does, and
+                    // is counted as the in-stream failure it is.
+                    match &error {
+                        Error::Interrupted { code, .. } => {
+                            metrics.upstream_failure(target.upstream, *code);
+                        }
+                        error => metrics.upstream_refusal(target.upstream, RefusalKind::of(error)),
+                    }
                     if is_last || !another_may_answer(&error) {
                         return Err(error);
                     }
@@ -320,12 +327,17 @@ async fn first_content(
     loop {
         let batch = std::future::poll_fn(|cx| source.as_mut().poll_batch(cx, &mut held));
         let more = match deadline {
-            Some((ttft, at)) => tokio::time::timeout_at(at, batch).await.map_err(|_| {
-                Error::UpstreamTimeout(format!(
-                    "no first token within ttft_timeout_secs ({} s)",
-                    ttft.as_secs_f64()
-                ))
-            })?,
+            Some((ttft, at)) => {
+                tokio::time::timeout_at(at, batch)
+                    .await
+                    .map_err(|_| Error::Interrupted {
+                        code: ErrorCode::UpstreamTimeout,
+                        message: format!(
+                            "no first token within ttft_timeout_secs ({} s)",
+                            ttft.as_secs_f64()
+                        ),
+                    })?
+            }
             None => batch.await,
         };
         if held
@@ -341,9 +353,10 @@ async fn first_content(
             });
         }
         if more.is_none() {
-            return Err(Error::BadGateway(
-                "the upstream closed the stream before its first token".to_owned(),
-            ));
+            return Err(Error::Interrupted {
+                code: ErrorCode::UpstreamDisconnected,
+                message: "the upstream closed the stream before its first token".to_owned(),
+            });
         }
     }
 }

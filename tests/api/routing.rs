@@ -344,6 +344,16 @@ async fn an_error_or_silence_before_the_first_token_moves_on_and_start_names_the
             );
         }
     }
+    // Each failed after its 200, and counts as the in-stream failure it was.
+    let metrics = app.get("/metrics").await.text().await.unwrap_or_default();
+    for kind in [
+        "upstream_error",
+        "upstream_timeout",
+        "upstream_disconnected",
+    ] {
+        let series = format!(r#"tokenrelay_upstream_errors_total{{upstream="a",kind="{kind}"}} 1"#);
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
 }
 
 #[tokio::test]
