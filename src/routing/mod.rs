@@ -117,7 +117,7 @@ impl Routes {
                     })
                     .ok_or_else(|| self.unknown_model(model))?,
             };
-        let mut attempts: Vec<(Attempt<'_>, u32)> = targets
+        let attempts: Vec<(Attempt<'_>, u32)> = targets
             .into_iter()
             .filter_map(|target| {
                 let index = self
@@ -150,13 +150,9 @@ impl Routes {
         for &index in order.iter().skip(1) {
             lock(&self.health[attempts[index].0.index]).passed_over();
         }
-        let mut slots: Vec<Option<Attempt<'_>>> = attempts
-            .drain(..)
-            .map(|(attempt, _)| Some(attempt))
-            .collect();
         let ordered = order
             .into_iter()
-            .filter_map(|index| slots.get_mut(index).and_then(Option::take))
+            .map(|index| attempts[index].0.clone())
             .collect();
         Ok((ordered, ttft))
     }
@@ -199,13 +195,20 @@ impl Routes {
         // Reserve before calling an upstream, so a refused request costs nothing.
         let ticket = generations.reserve(caller)?;
         let mut last = None;
+        let mut request = Some(request);
         for (attempt, target) in attempts.iter().enumerate() {
             let is_last = attempt + 1 == attempts.len();
+            // Copied only for an attempt that may be followed by another.
+            let Some(this) = (if is_last {
+                request.take()
+            } else {
+                request.clone()
+            }) else {
+                break;
+            };
             let sent = Instant::now();
-            let mut opened: Result<Pin<Box<dyn Source>>, Error> = target
-                .provider
-                .open(request.clone(), &target.model, is_last)
-                .await;
+            let mut opened: Result<Pin<Box<dyn Source>>, Error> =
+                target.provider.open(this, &target.model, is_last).await;
             // With somewhere else to go, the attempt is committed only at its
             // first content, so that a failure before then can still move on.
             if !is_last {
@@ -305,6 +308,7 @@ impl Routes {
 }
 
 /// One upstream model to try.
+#[derive(Clone)]
 struct Attempt<'a> {
     /// The provider's place in `Routes::providers`.
     index: usize,

@@ -17,6 +17,14 @@ use crate::helpers::{TestApp, Transcript, json_body, spawn_app_in_front_of};
 /// Three fake upstreams, `a`, `b` and `c`, and a proxy configured with
 /// them and with `models`: top-level keys, then `[models]` tables.
 async fn three_upstreams(models: &str) -> (TestApp, FakeUpstream, FakeUpstream) {
+    three_upstreams_with(models, &[]).await
+}
+
+/// [`three_upstreams`] with more `settings`.
+async fn three_upstreams_with(
+    models: &str,
+    settings: &[(&str, &str)],
+) -> (TestApp, FakeUpstream, FakeUpstream) {
     // Top-level keys must come before the first table.
     let (top, models) = match models.find('[') {
         Some(at) => models.split_at(at),
@@ -49,7 +57,13 @@ base_url = "{}"
         b.base_url(),
         c.base_url()
     );
-    let app = configured(a, "three", &file, &[("KEY_A", "key-a")]).await;
+    let app = configured(
+        a,
+        "three",
+        &file,
+        &[&[("KEY_A", "key-a")], settings].concat(),
+    )
+    .await;
     (app, b, c)
 }
 
@@ -613,10 +627,12 @@ async fn an_upstream_at_its_max_concurrent_is_skipped_and_the_next_retries_for_i
 
 #[tokio::test]
 async fn a_resumed_generation_keeps_its_upstream() {
-    // Arrange
-    let (app, b, _c) =
-        three_upstreams("[models.chat]\nstrategy = \"weighted\"\ntargets = [\"a/x\", \"b/y\"]")
-            .await;
+    // Arrange: a grace period, so that the generation waits for the resume.
+    let (app, b, _c) = three_upstreams_with(
+        "[models.chat]\nstrategy = \"weighted\"\ntargets = [\"a/x\", \"b/y\"]",
+        &[("RESUME_GRACE_SECS", "5")],
+    )
+    .await;
     let tokens: Vec<String> = (0..20).map(|n| format!("t{n} ")).collect();
     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
     let answer = Reply::tokens(&tokens).pace(Duration::from_millis(20));
