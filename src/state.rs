@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::demo;
 use crate::metrics::Metrics;
-use crate::providers::{OpenAiChat, Provider};
+use crate::providers::Provider;
 use crate::routing::Routes;
 use crate::streams::{Cluster, Generations, Mirror};
 
@@ -28,8 +28,7 @@ impl AppState {
             Some(topology) => {
                 let mut providers = Vec::new();
                 for upstream in &topology.upstreams {
-                    let provider = Provider::new(upstream, Box::new(OpenAiChat))
-                        .map_err(std::io::Error::other)?;
+                    let provider = Provider::new(upstream).map_err(std::io::Error::other)?;
                     providers.push((upstream.name.clone(), provider));
                 }
                 Routes::configured(topology, providers, config.default_model.clone())
@@ -49,9 +48,8 @@ impl AppState {
                         (url, Some(model))
                     }
                 };
-                let provider =
-                    Provider::new(&config.upstream_settings(&base_url), Box::new(OpenAiChat))
-                        .map_err(std::io::Error::other)?;
+                let provider = Provider::new(&config.upstream_settings(&base_url))
+                    .map_err(std::io::Error::other)?;
                 Routes::single(provider, default_model)
             }
         };

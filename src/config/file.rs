@@ -30,6 +30,7 @@ pub struct Topology {
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
     pub name: String,
+    pub kind: Kind,
     pub base_url: String,
     pub api_key: Option<Secret>,
     /// Sent with every request, after the dialect's own.
@@ -41,6 +42,48 @@ pub struct UpstreamSettings {
     pub max_line_bytes: usize,
     /// Most requests open to it at once; `None`: no limit of its own.
     pub max_concurrent: Option<usize>,
+    /// The answer's length limit when a request sets none, for APIs that
+    /// require one (Anthropic's `max_tokens`).
+    pub max_tokens: Option<u64>,
+}
+
+/// Which API an upstream speaks (SPEC §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// OpenAI's chat completions, and everything compatible with it.
+    #[default]
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API (`generativelanguage.googleapis.com`).
+    Gemini,
+    /// OpenAI's Responses API.
+    OpenAiResponses,
+}
+
+impl Kind {
+    /// Every kind, by the name the configuration uses.
+    pub const NAMES: [(&'static str, Self); 4] = [
+        ("openai", Self::OpenAi),
+        ("anthropic", Self::Anthropic),
+        ("gemini", Self::Gemini),
+        ("openai-responses", Self::OpenAiResponses),
+    ];
+
+    /// The kind named `name`, or a message listing the names there are.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|&(_, kind)| kind)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::NAMES.iter().map(|(known, _)| *known).collect();
+                format!(
+                    "`{name}` is not a kind tokenrelay speaks; use one of {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 /// How the targets of a model name are ordered.
@@ -125,6 +168,7 @@ struct UpstreamEntry {
     total_timeout_secs: Option<f64>,
     retries: Option<u32>,
     max_concurrent: Option<usize>,
+    max_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -167,15 +211,12 @@ pub(super) fn parse(
             )));
         }
         let at = |key: &str| format!("upstreams.{name}.{key}");
-        match entry.kind.as_deref() {
-            None | Some("openai") => {}
-            Some(other) => {
-                return Err(refuse(format!(
-                    "{}: `{other}` is not a kind tokenrelay speaks; use `openai`",
-                    at("kind")
-                )));
+        let kind = match entry.kind.as_deref() {
+            None => Kind::OpenAi,
+            Some(kind) => {
+                Kind::parse(kind).map_err(|problem| refuse(format!("{}: {problem}", at("kind"))))?
             }
-        }
+        };
         let base_url = expand(&at("base_url"), &entry.base_url)?;
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(refuse(format!(
@@ -248,6 +289,16 @@ pub(super) fn parse(
                 }
                 max => max,
             },
+            max_tokens: match entry.max_tokens {
+                Some(0) => {
+                    return Err(refuse(format!(
+                        "{}: expected a whole number above 0",
+                        at("max_tokens")
+                    )));
+                }
+                max => max,
+            },
+            kind,
             name,
         });
     }
@@ -344,6 +395,7 @@ mod tests {
     fn defaults() -> UpstreamSettings {
         UpstreamSettings {
             name: "default".to_owned(),
+            kind: Kind::OpenAi,
             base_url: String::new(),
             api_key: None,
             headers: Vec::new(),
@@ -357,6 +409,7 @@ mod tests {
             retries: 2,
             max_line_bytes: 1 << 20,
             max_concurrent: None,
+            max_tokens: None,
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 mod file;
 
-pub use self::file::{Cooldown, ModelRoute, Strategy, Target, Topology, UpstreamSettings};
+pub use self::file::{Cooldown, Kind, ModelRoute, Strategy, Target, Topology, UpstreamSettings};
 
 /// One configuration variable.
 #[derive(Debug)]
@@ -49,9 +49,14 @@ pub const SETTINGS: &[Setting] = &[
         "OpenAI-compatible API base, e.g. https://api.openai.com/v1. Unset: the built-in demo model.",
     ),
     setting(
+        "UPSTREAM_KIND",
+        Some("openai"),
+        "The API UPSTREAM_BASE_URL speaks: openai, anthropic, gemini or openai-responses.",
+    ),
+    setting(
         "UPSTREAM_API_KEY",
         None,
-        "Key sent upstream as `Authorization: Bearer`; never logged or sent to clients.",
+        "Key sent upstream as its kind expects (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`); never logged or sent to clients.",
     ),
     setting(
         "DEFAULT_MODEL",
@@ -171,6 +176,7 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// `None` runs the built-in demo model.
     pub upstream_base_url: Option<String>,
+    pub upstream_kind: Kind,
     pub upstream_api_key: Option<Secret>,
     pub default_model: Option<String>,
     pub timeouts: Timeouts,
@@ -261,6 +267,13 @@ impl Config {
         let mut config = Self {
             listen_addr: source.parsed("LISTEN_ADDR", "an address such as 127.0.0.1:3000")?,
             upstream_base_url: source.base_url()?,
+            upstream_kind: match source.text("UPSTREAM_KIND") {
+                None => Kind::OpenAi,
+                Some(kind) => Kind::parse(&kind).map_err(|message| ConfigError {
+                    variable: "UPSTREAM_KIND",
+                    message,
+                })?,
+            },
             upstream_api_key: source.text("UPSTREAM_API_KEY").map(Secret),
             default_model: source.text("DEFAULT_MODEL"),
             timeouts: Timeouts {
@@ -323,6 +336,7 @@ impl Config {
     pub fn upstream_settings(&self, base_url: &str) -> UpstreamSettings {
         UpstreamSettings {
             name: "default".to_owned(),
+            kind: self.upstream_kind,
             base_url: base_url.to_owned(),
             api_key: self.upstream_api_key.clone(),
             headers: Vec::new(),
@@ -331,6 +345,7 @@ impl Config {
             retries: self.upstream_retries,
             max_line_bytes: self.upstream_max_line_bytes,
             max_concurrent: None,
+            max_tokens: None,
         }
     }
 

@@ -9,7 +9,11 @@
 //! A [`Provider`] puts a dialect and a transport together and hands a
 //! generation a [`Source`] of translated batches.
 
+mod anthropic;
+mod conversation;
+mod gemini;
 mod openai_chat;
+mod openai_responses;
 mod redact;
 mod sse;
 mod transport;
@@ -21,27 +25,37 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use bytes::Bytes;
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::config::{Secret, UpstreamSettings};
+use crate::config::{Kind, Secret, UpstreamSettings};
 use crate::error::Error;
 use crate::event::StreamEvent;
 use crate::request::ChatRequest;
 use crate::streams::Source;
 
-pub(crate) use self::openai_chat::OpenAiChat;
 pub(crate) use self::redact::truncate;
 use self::transport::{Upstream, UpstreamEvents};
 
+/// The in-stream error of every dialect whose stream ends before its end.
+pub(crate) const DISCONNECTED: &str =
+    "the upstream closed the stream before the generation finished";
+
 /// How one kind of upstream API is spoken.
 pub(crate) trait Dialect: Send + Sync + fmt::Debug {
-    /// Where chat requests go, below the base URL.
-    fn chat_path(&self) -> &'static str;
+    /// Where a chat request for `model` goes, below the base URL; it may
+    /// carry a query of its own.
+    fn chat_path(&self, model: &str) -> String;
+
+    /// Where the model list is, below the base URL.
+    fn models_path(&self) -> &'static str {
+        "/models"
+    }
 
     /// The headers that carry `key` as this API expects it.
     fn auth_headers(&self, key: &Secret) -> Result<HeaderMap, Error>;
@@ -51,6 +65,13 @@ pub(crate) trait Dialect: Send + Sync + fmt::Debug {
 
     /// A fresh translator for one response's event stream.
     fn translator(&self) -> Box<dyn Translate>;
+
+    /// The upstream's model list (a JSON body) as OpenAI's
+    /// `{"object": "list", "data": [{"id": ...}, ...]}`, which `/v1/models`
+    /// serves and routing reads.
+    fn model_list(&self, body: Bytes) -> Result<Bytes, Error> {
+        Ok(body)
+    }
 }
 
 /// Turns one upstream's SSE events into ours: a pure function of what it is
@@ -101,16 +122,19 @@ impl Drop for Place {
 }
 
 impl Provider {
-    /// `dialect` spoken to the upstream `settings` describe.
-    pub(crate) fn new(
-        settings: &UpstreamSettings,
-        dialect: Box<dyn Dialect>,
-    ) -> Result<Self, Error> {
+    /// The upstream `settings` describe, spoken to in its kind's dialect.
+    pub(crate) fn new(settings: &UpstreamSettings) -> Result<Self, Error> {
+        let dialect: Box<dyn Dialect> = match settings.kind {
+            Kind::OpenAi => Box::new(openai_chat::OpenAiChat),
+            Kind::Anthropic => Box::new(anthropic::Anthropic::new(settings.max_tokens)),
+            Kind::Gemini => Box::new(gemini::Gemini),
+            Kind::OpenAiResponses => Box::new(openai_responses::OpenAiResponses),
+        };
         let auth = match &settings.api_key {
             Some(key) => dialect.auth_headers(key)?,
             None => HeaderMap::new(),
         };
-        let transport = Upstream::new(settings, dialect.chat_path(), auth)?;
+        let transport = Upstream::new(settings, dialect.models_path(), auth)?;
         Ok(Self {
             dialect,
             transport,
@@ -138,8 +162,9 @@ impl Provider {
                 self.places.max.unwrap_or_default()
             ))
         })?;
+        let path = self.dialect.chat_path(model);
         let body = self.dialect.request_body(request, model)?;
-        let events = self.transport.open(body, retry).await?;
+        let events = self.transport.open(&path, body, retry).await?;
         Ok(Box::pin(Translated {
             events,
             translator: self.dialect.translator(),
@@ -147,9 +172,10 @@ impl Provider {
         }))
     }
 
-    /// The upstream's own model list, passed on as it came.
+    /// The upstream's own model list, in OpenAI's shape.
     pub(crate) async fn models(&self) -> Result<Bytes, Error> {
-        self.transport.models().await
+        let list = self.transport.models().await?;
+        self.dialect.model_list(list)
     }
 
     /// Whether the upstream answered recently, or answers now.
@@ -200,14 +226,70 @@ pub(crate) fn uniform() -> f64 {
     }
 }
 
-/// What an upstream says went wrong, in the shapes OpenAI-style APIs use:
-/// `{"error": {"message": ...}}`, `{"error": "..."}`, `{"message": ...}`;
+/// `key` in the header `name`, marked sensitive so that no debug output
+/// of a request shows it.
+pub(crate) fn key_header(name: HeaderName, value: String) -> Result<HeaderMap, Error> {
+    let mut value = HeaderValue::from_str(&value).map_err(|_| {
+        Error::Internal("the upstream's API key cannot be sent in an HTTP header".to_owned())
+    })?;
+    value.set_sensitive(true);
+    Ok(HeaderMap::from_iter([(name, value)]))
+}
+
+/// `Authorization: Bearer <key>`, as OpenAI's APIs take it.
+pub(crate) fn bearer(key: &Secret) -> Result<HeaderMap, Error> {
+    key_header(header::AUTHORIZATION, format!("Bearer {}", key.expose()))
+}
+
+/// An upstream request body as the bytes sent.
+pub(crate) fn json_body(body: &impl serde::Serialize) -> Result<Bytes, Error> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|error| Error::Internal(format!("could not encode the upstream request: {error}")))
+}
+
+/// The `usage` of a finish from a native API's own counts: OpenAI's three
+/// numbers, which every client reads, and the provider's object under `raw`
+/// for the details only it has (cache reads, thinking tokens...).
+pub(crate) fn counted_usage(prompt: u64, completion: u64, raw: Value) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(&json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "raw": raw,
+    }))
+    .ok()
+}
+
+/// OpenAI's model list of `models`, each an id and when it was made
+/// (seconds since 1970, 0 when unknown), listed as owned by `owner`.
+pub(crate) fn model_list(
+    models: impl Iterator<Item = (String, u64)>,
+    owner: &str,
+) -> Result<Bytes, Error> {
+    let data: Vec<Value> = models
+        .map(|(id, created)| json!({"id": id, "object": "model", "created": created, "owned_by": owner}))
+        .collect();
+    serde_json::to_vec(&json!({"object": "list", "data": data}))
+        .map(Bytes::from)
+        .map_err(|error| Error::Internal(format!("could not encode the model list: {error}")))
+}
+
+/// What an upstream says went wrong, in the shapes LLM APIs use:
+/// `{"error": {"message": ...}}` (OpenAI, Anthropic's with a `type` beside
+/// it, Google's with `code` and `status`), `{"error": "..."}`,
+/// `{"message": ...}`, and Gemini's streaming endpoint's `[{"error": ...}]`;
 /// anything else is shown as the upstream wrote it rather than hidden behind
 /// a generic text. `None` when it said nothing at all.
 pub(crate) fn error_message(body: &str) -> Option<Cow<'_, str>> {
     let body = body.trim();
     if body.is_empty() {
         return None;
+    }
+    if body.starts_with('[') {
+        if let Ok([only]) = serde_json::from_str::<[&RawValue; 1]>(body) {
+            return error_message(only.get());
+        }
     }
     let payload = body
         .starts_with('{')
@@ -273,6 +355,14 @@ mod tests {
             (r#"{"error": {"code": 5}}"#, r#"{"code": 5}"#),
             ("upstream exploded", "upstream exploded"),
             (r#"{"error": {"message": "a\nb"}}"#, "a\nb"),
+            (
+                r#"{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}"#,
+                "Overloaded",
+            ),
+            (
+                r#"[{"error": {"code": 400, "message": "API key not valid", "status": "INVALID_ARGUMENT"}}]"#,
+                "API key not valid",
+            ),
         ];
         for (body, expected) in cases {
             assert_eq!(error_message(body).as_deref(), Some(expected), "{body}");

@@ -7,12 +7,12 @@
 
 mod translate;
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use self::translate::Translator;
-use super::{Dialect, Translate};
+use super::{Dialect, Translate, bearer, json_body};
 use crate::config::Secret;
 use crate::error::Error;
 use crate::request::ChatRequest;
@@ -22,17 +22,12 @@ use crate::request::ChatRequest;
 pub(crate) struct OpenAiChat;
 
 impl Dialect for OpenAiChat {
-    fn chat_path(&self) -> &'static str {
-        "/chat/completions"
+    fn chat_path(&self, _model: &str) -> String {
+        "/chat/completions".to_owned()
     }
 
     fn auth_headers(&self, key: &Secret) -> Result<HeaderMap, Error> {
-        let mut value =
-            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                Error::Internal("UPSTREAM_API_KEY cannot be sent in an HTTP header".to_owned())
-            })?;
-        value.set_sensitive(true);
-        Ok(HeaderMap::from_iter([(header::AUTHORIZATION, value)]))
+        bearer(key)
     }
 
     /// The client's fields with the model, streaming and usage reporting
@@ -42,11 +37,7 @@ impl Dialect for OpenAiChat {
         fields.insert("model".to_owned(), Value::String(model.to_owned()));
         fields.insert("stream".to_owned(), Value::Bool(true));
         fields.insert("stream_options".to_owned(), json!({"include_usage": true}));
-        serde_json::to_vec(&fields)
-            .map(Bytes::from)
-            .map_err(|error| {
-                Error::Internal(format!("could not encode the upstream request: {error}"))
-            })
+        json_body(&fields)
     }
 
     fn translator(&self) -> Box<dyn Translate> {
@@ -56,6 +47,7 @@ impl Dialect for OpenAiChat {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::{HeaderValue, header};
     use serde_json::{Value, json};
 
     use super::*;

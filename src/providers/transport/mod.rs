@@ -50,7 +50,10 @@ const RETRY_CAP: Duration = Duration::from_secs(8);
 #[derive(Debug, Clone)]
 pub(super) struct Upstream {
     client: reqwest::Client,
-    chat_url: String,
+    /// `base_url` without its trailing slash: a dialect's paths follow it.
+    base_url: String,
+    /// The configured query parameters, encoded, without the `?`.
+    query: String,
     models_url: String,
     /// When the upstream last answered anything at all.
     last_answer: Arc<std::sync::Mutex<Option<Instant>>>,
@@ -70,7 +73,7 @@ impl Upstream {
     /// every request.
     pub(crate) fn new(
         settings: &UpstreamSettings,
-        chat_path: &str,
+        models_path: &str,
         mut auth: HeaderMap,
     ) -> Result<Self, Error> {
         for (name, value) in &settings.headers {
@@ -105,8 +108,9 @@ impl Upstream {
             })?;
         Ok(Self {
             client,
-            chat_url: format!("{base_url}{chat_path}{query}"),
-            models_url: format!("{base_url}/models{query}"),
+            models_url: with_query(format!("{base_url}{models_path}"), &query),
+            base_url: base_url.to_owned(),
+            query,
             last_answer: Arc::default(),
             auth,
             redactor: Redactor::new(secrets(settings)),
@@ -116,17 +120,23 @@ impl Upstream {
         })
     }
 
-    /// Sends a chat-completions request (`body` is final JSON, `stream: true`
-    /// included) and resolves once the upstream has answered 200 with an event
-    /// stream. Connect errors, 429 and 5xx are retried here, the only place
-    /// where nothing has reached a client yet, unless `retry` is false
+    /// Sends a chat request to `path` (`body` is final JSON, streaming
+    /// asked for) and resolves once the upstream has answered 200 with an
+    /// event stream. Connect errors, 429 and 5xx are retried here, the only
+    /// place where nothing has reached a client yet, unless `retry` is false
     /// (another upstream is the retry).
-    pub(super) async fn open(&self, body: Bytes, retry: bool) -> Result<UpstreamEvents, Error> {
+    pub(super) async fn open(
+        &self,
+        path: &str,
+        body: Bytes,
+        retry: bool,
+    ) -> Result<UpstreamEvents, Error> {
+        let url = with_query(format!("{}{path}", self.base_url), &self.query);
         let retries = if retry { self.retries } else { 0 };
         let started = Instant::now();
         let mut attempt = 0;
         loop {
-            let outcome = self.attempt(body.clone()).await;
+            let outcome = self.attempt(&url, body.clone()).await;
             let wait = match &outcome {
                 Err(Refusal::Retryable { retry_after, .. }) if attempt < retries => {
                     backoff(attempt, *retry_after)
@@ -149,10 +159,10 @@ impl Upstream {
         }
     }
 
-    async fn attempt(&self, body: Bytes) -> Result<reqwest::Response, Refusal> {
+    async fn attempt(&self, url: &str, body: Bytes) -> Result<reqwest::Response, Refusal> {
         let request = self
             .client
-            .post(&self.chat_url)
+            .post(url)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
             .body(body);
@@ -435,7 +445,16 @@ fn secrets(settings: &UpstreamSettings) -> impl Iterator<Item = &str> {
     settings.api_key.iter().map(Secret::expose).chain(headers)
 }
 
-/// `?name=value&...`, percent-encoded, or nothing.
+/// `url` with the configured `query` after the query it may have.
+fn with_query(mut url: String, query: &str) -> String {
+    if !query.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(query);
+    }
+    url
+}
+
+/// `name=value&...`, percent-encoded, or nothing.
 fn query_string(pairs: &[(String, String)]) -> String {
     // Everything but the unreserved characters of RFC 3986.
     const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -448,11 +467,7 @@ fn query_string(pairs: &[(String, String)]) -> String {
         .iter()
         .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
         .collect();
-    if joined.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", joined.join("&"))
-    }
+    joined.join("&")
 }
 
 /// What an error body says, or that it said nothing.

@@ -1,0 +1,10 @@
+//! Placeholder request.
+
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::providers::conversation::Conversation;
+
+pub(super) fn body(_conversation: Conversation) -> Result<Value, Error> {
+    Ok(json!({}))
+}
