@@ -14,7 +14,7 @@ use crate::fake_upstream::{Chunking, Reply};
 use crate::helpers::{Transcript, spawn_app, spawn_app_with};
 
 /// What every recording is expected to give, keyed by file name.
-const EXPECTED: &str = include_str!("../fixtures/upstream/expected.json");
+pub(crate) const EXPECTED: &str = include_str!("../fixtures/upstream/expected.json");
 
 /// How many recordings are in the OpenAI chat-completions dialect.
 const OPENAI_CHAT_RECORDINGS: usize = 17;
@@ -379,7 +379,7 @@ pub(crate) struct ToolCall {
 }
 
 /// Accumulates the events per choice as a client would.
-fn extract(events: &[Value]) -> BTreeMap<u64, Extracted> {
+pub(crate) fn extract(events: &[Value]) -> BTreeMap<u64, Extracted> {
     let mut choices: BTreeMap<u64, Extracted> = BTreeMap::new();
     for event in events {
         let choice = choices

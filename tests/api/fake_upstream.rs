@@ -99,7 +99,7 @@ impl FakeUpstream {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Queues the reply for the next `POST /v1/chat/completions`.
+    /// Queues the reply for the next chat request, on any dialect's path.
     pub fn push(&self, reply: Reply) {
         lock(&self.shared.replies).queue.push_back(reply);
     }
@@ -462,7 +462,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     });
 
     match (parts.method, path.as_str()) {
-        (Method::POST, "/v1/chat/completions") => {
+        (Method::POST, chat) if is_chat_path(chat) => {
             let reply = {
                 let mut replies = lock(&shared.replies);
                 replies
@@ -490,6 +490,18 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             json!({ "error": { "message": format!("fake upstream has no route {path}"), "type": "invalid_request_error" } }),
         ),
     }
+}
+
+/// Where each dialect the proxy speaks sends a chat: OpenAI's chat
+/// completions, Anthropic's messages, the Responses API, and Gemini's
+/// `models/{model}:streamGenerateContent`.
+fn is_chat_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/v1/chat/completions" | "/v1/messages" | "/v1/responses"
+    ) || path
+        .strip_prefix("/v1/models/")
+        .is_some_and(|rest| rest.ends_with(":streamGenerateContent"))
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every area of tokenrelay, tested over
 //! real HTTP against a real fake upstream.
 
+mod dialects;
 mod fake_upstream;
 mod helpers;
 
@@ -16,6 +17,7 @@ mod failures;
 mod input;
 mod lifecycle;
 mod logging;
+mod native;
 mod openai;
 mod operations;
 mod resume;

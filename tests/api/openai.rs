@@ -531,7 +531,7 @@ fn request(extra: Value) -> Value {
     body
 }
 
-async fn post_v1(app: &TestApp, body: &Value) -> reqwest::Response {
+pub(crate) async fn post_v1(app: &TestApp, body: &Value) -> reqwest::Response {
     v1_request(app, body)
         .send()
         .await
@@ -573,7 +573,9 @@ async fn read_until(mut response: reqwest::Response, marker: &str) -> (String, r
 
 /// What an SDK accumulates from chunks: each choice's message, each
 /// choice's finish reason, and the usage chunks.
-fn accumulate(chunks: &[Value]) -> (BTreeMap<u64, Extracted>, BTreeMap<u64, String>, Vec<Value>) {
+pub(crate) fn accumulate(
+    chunks: &[Value],
+) -> (BTreeMap<u64, Extracted>, BTreeMap<u64, String>, Vec<Value>) {
     let mut choices: BTreeMap<u64, Extracted> = BTreeMap::new();
     let mut finish_reasons = BTreeMap::new();
     let mut usage = Vec::new();

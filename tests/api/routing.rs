@@ -69,7 +69,7 @@ base_url = "{}"
 
 /// A proxy in front of `front` (whose replies `app.upstream` scripts),
 /// configured with the TOML `file` and `settings`.
-async fn configured(
+pub(crate) async fn configured(
     front: FakeUpstream,
     name: &str,
     file: &str,
