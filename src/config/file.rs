@@ -483,11 +483,38 @@ strategy = "weighted"
             ("OPENAI_API_KEY", "sk-1"),
             ("AZURE_OPENAI_API_KEY", "az-1"),
             ("GROQ_API_KEY", "gsk-1"),
+            ("ANTHROPIC_API_KEY", "sk-ant-1"),
+            ("GEMINI_API_KEY", "AIza-1"),
         ];
         let topology = parse_with(example, &env).unwrap_or_else(|error| panic!("{error}"));
         let names: Vec<&str> = topology.upstreams.iter().map(|u| u.name.as_str()).collect();
-        assert_eq!(names, ["azure", "groq", "local", "openai"]);
-        assert_eq!(topology.models.len(), 3);
+        assert_eq!(
+            names,
+            [
+                "anthropic",
+                "azure",
+                "gemini",
+                "groq",
+                "local",
+                "openai",
+                "responses"
+            ]
+        );
+        let kinds: Vec<Kind> = topology.upstreams.iter().map(|u| u.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::Anthropic,
+                Kind::OpenAi,
+                Kind::Gemini,
+                Kind::OpenAi,
+                Kind::OpenAi,
+                Kind::OpenAi,
+                Kind::OpenAiResponses
+            ]
+        );
+        assert_eq!(topology.upstreams[0].max_tokens, Some(8192));
+        assert_eq!(topology.models.len(), 4);
         assert_eq!(topology.default_model.as_deref(), Some("chat"));
     }
 
@@ -509,7 +536,11 @@ strategy = "weighted"
             ),
             (
                 "[upstreams.a]\nbase_url = \"http://h\"\nkind = \"smoke\"",
-                "`smoke` is not a kind",
+                "upstreams.a.kind: `smoke` is not a kind tokenrelay speaks; use one of openai, anthropic, gemini, openai-responses",
+            ),
+            (
+                "[upstreams.a]\nbase_url = \"http://h\"\nmax_tokens = 0",
+                "upstreams.a.max_tokens: expected a whole number above 0",
             ),
             (
                 "[upstreams.a]\nbase_url = \"http://h\"\nidle_timeout_secs = 1e12",

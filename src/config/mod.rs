@@ -601,6 +601,7 @@ mod tests {
             ("MAX_CONNECTIONS", "99999999999999999999999"),
             ("MAX_CONCURRENT_STREAMS", "18446744073709551615"),
             ("UPSTREAM_RETRIES", "4294967295"),
+            ("UPSTREAM_KIND", "claude"),
             ("RATE_LIMIT_PER_MINUTE", "4294967296"),
             ("MAX_BODY_BYTES", "18446744073709551615"),
             ("RESUME_MAX_TOTAL_BYTES", "1e9"),
