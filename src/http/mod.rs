@@ -14,8 +14,10 @@ mod ops;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::{Router, middleware};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -52,28 +54,62 @@ pub(crate) fn router(state: AppState, surfaces: Router<AppState>) -> Router {
         // Bodies are read through `JsonBody`, which turns this limit into our 413.
         .layer(DefaultBodyLimit::max(max_body));
     // Outermost, so that preflight requests (which carry no key) are answered.
-    match cors(&state.config.cors_allowed_origins) {
-        Some(cors) => router.layer(cors).with_state(state),
-        None => router.with_state(state),
-    }
-}
-
-/// CORS for the configured origins; other origins get no CORS headers at all.
-fn cors(origins: &[String]) -> Option<CorsLayer> {
-    let origins: Vec<HeaderValue> = origins
+    let origins: Arc<[HeaderValue]> = state
+        .config
+        .cors_allowed_origins
         .iter()
         .filter_map(|origin| HeaderValue::from_str(origin).ok())
         .collect();
-    (!origins.is_empty()).then(|| {
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([
-                header::CONTENT_TYPE,
-                header::AUTHORIZATION,
-                HeaderName::from_static("last-event-id"),
-            ])
-            .expose_headers([STREAM_ID_HEADER])
-            .max_age(Duration::from_secs(600))
-    })
+    if origins.is_empty() {
+        return router.with_state(state);
+    }
+    router
+        .layer(cors(&origins))
+        .layer(middleware::from_fn_with_state(
+            origins,
+            cors_only_for_allowed,
+        ))
+        .with_state(state)
+}
+
+/// CORS for the configured origins.
+fn cors(origins: &[HeaderValue]) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([STREAM_ID_HEADER])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Takes every CORS header off the answer to an origin that is not allowed:
+/// the CORS layer leaves `Access-Control-Expose-Headers` (and, on a
+/// preflight, the allowed methods and headers) there, which tells a page
+/// that may not read our answers what it would be allowed to do.
+async fn cors_only_for_allowed(
+    State(origins): State<Arc<[HeaderValue]>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let allowed = request
+        .headers()
+        .get(header::ORIGIN)
+        .is_none_or(|origin| origins.contains(origin));
+    let mut response = next.run(request).await;
+    if !allowed {
+        let names: Vec<HeaderName> = response
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in names {
+            response.headers_mut().remove(name);
+        }
+    }
+    response
 }

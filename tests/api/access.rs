@@ -161,6 +161,44 @@ async fn cors_preflight_allows_configured_origins_only() {
 }
 
 #[tokio::test]
+async fn an_origin_that_is_not_allowed_gets_no_cors_headers_at_all() {
+    // Arrange
+    let app = spawn_app_with(&[("CORS_ALLOWED_ORIGINS", "https://chat.example")]).await;
+    let from = |origin: &'static str, method: reqwest::Method| {
+        app.client
+            .request(method.clone(), app.url("/api/chat"))
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .header("access-control-request-method", "POST")
+            .body(if method == reqwest::Method::POST {
+                json!({"prompt": "hi"}).to_string()
+            } else {
+                String::new()
+            })
+            .send()
+    };
+
+    // Act
+    let mut answers = Vec::new();
+    for method in [reqwest::Method::POST, reqwest::Method::OPTIONS] {
+        answers.push(from("https://evil.example", method.clone()).await);
+        answers.push(from("null", method).await);
+    }
+
+    // Assert
+    for answer in answers {
+        let answer = answer.unwrap_or_else(|error| panic!("{error}"));
+        let cors: Vec<String> = answer
+            .headers()
+            .keys()
+            .map(|name| name.as_str().to_owned())
+            .filter(|name| name.starts_with("access-control-"))
+            .collect();
+        assert!(cors.is_empty(), "{}: {cors:?}", answer.url());
+    }
+}
+
+#[tokio::test]
 async fn each_key_has_its_own_rate_limit() {
     let app = spawn_app_with(&[("PROXY_API_KEYS", "a,b"), ("RATE_LIMIT_PER_MINUTE", "2")]).await;
 
