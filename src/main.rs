@@ -3,17 +3,39 @@
 
 use std::process::ExitCode;
 
+use tokenrelay::config::{DotEnv, check_name};
 use tokenrelay::{AppState, Config, serve, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     // A missing .env is normal; the environment and flags still apply.
-    let _ = dotenvy::dotenv();
-    let config = match Config::from_args(std::env::args_os(), |name| std::env::var(name).ok()) {
+    let dotenv = match std::env::current_dir().map_err(|error| error.to_string()) {
+        Ok(dir) => DotEnv::find(&dir),
+        Err(error) => Err(error),
+    };
+    let dotenv = match dotenv {
+        Ok(dotenv) => dotenv,
+        Err(error) => return fail(&error),
+    };
+    let warnings = match misnamed(&dotenv) {
+        Ok(warnings) => warnings,
+        Err(error) => return fail(&error),
+    };
+    let config = match Config::from_args(std::env::args_os(), |name| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| dotenv.get(name).map(str::to_owned))
+    }) {
         Ok(config) => config,
         Err(error) => return fail(&error),
     };
-    telemetry::init(config.log_format);
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .or_else(|| dotenv.get("RUST_LOG").map(str::to_owned));
+    telemetry::init(config.log_format, level.as_deref());
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
         Ok(listener) => listener,
         Err(error) => return fail(&format!("cannot listen on {}: {error}", config.listen_addr)),
@@ -31,6 +53,31 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error),
     }
+}
+
+/// Stops on a variable whose name misspells a setting, in the environment
+/// or in `.env`; names that only look like ours are warnings.
+fn misnamed(dotenv: &DotEnv) -> Result<Vec<String>, String> {
+    let file = dotenv
+        .path
+        .as_ref()
+        .map_or_else(String::new, |path| path.display().to_string());
+    let environment = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .map(|name| ("the environment", name));
+    let in_file = dotenv
+        .vars
+        .iter()
+        .map(|(name, _)| (file.as_str(), name.clone()));
+    let mut warnings = Vec::new();
+    for (source, name) in environment.chain(in_file) {
+        match check_name(&name) {
+            Ok(None) => {}
+            Ok(Some(warning)) => warnings.push(format!("{source}: {warning}")),
+            Err(problem) => return Err(format!("{source}: {problem}")),
+        }
+    }
+    Ok(warnings)
 }
 
 #[expect(clippy::print_stderr, reason = "logging may not be set up yet")]

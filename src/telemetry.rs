@@ -1,5 +1,5 @@
 //! Logging set-up: human-readable lines by default, JSON for log pipelines,
-//! the level from `RUST_LOG`.
+//! the level from `RUST_LOG` (in the environment or `.env`).
 
 use std::io::IsTerminal;
 
@@ -7,9 +7,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber; later calls (tests) are no-ops.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber, filtering by the `RUST_LOG` directives
+/// in `level` (`info` when unset or unreadable); later calls (tests) are no-ops.
+pub fn init(format: LogFormat, level: Option<&str>) {
+    let filter = level
+        .and_then(|level| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -11,8 +11,10 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+mod dotenv;
 mod file;
 
+pub use self::dotenv::{DotEnv, check_name};
 pub use self::file::{Cooldown, Kind, ModelRoute, Strategy, Target, Topology, UpstreamSettings};
 
 /// One configuration variable.
@@ -394,6 +396,8 @@ pub fn command() -> clap::Command {
             let arg = clap::Arg::new(setting.name)
                 .long(setting.name.to_ascii_lowercase().replace('_', "-"))
                 .value_name("VALUE")
+                // `--keepalive-secs -1` is a value to refuse by name, not a flag `-1`.
+                .allow_negative_numbers(true)
                 .help(help);
             // The file of upstreams is what people reach for first.
             let arg = if setting.name == "TOKENRELAY_CONFIG" {

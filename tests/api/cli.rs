@@ -201,6 +201,62 @@ fn dot_env_is_read_and_flags_win_over_it() {
     );
 }
 
+#[test]
+fn a_dot_env_line_that_does_not_parse_stops_the_server_naming_the_file_and_line() {
+    let dir = scratch_dir("dotenv-broken");
+    let path = dir.join(".env");
+    std::fs::write(
+        &path,
+        "LISTEN_ADDR=127.0.0.1:0\nDEFAULT_MODEL=\"never closed\nKEEPALIVE_SECS=5\n",
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+
+    let (ok, text) = output(binary().current_dir(&dir));
+
+    assert!(!ok, "a broken .env must stop the server: {text}");
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("line 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_misspelt_setting_stops_the_server_naming_the_setting_it_resembles() {
+    let dir = scratch_dir("misspelt");
+    std::fs::write(dir.join(".env"), "LISTEN_ADR=127.0.0.1:0\n")
+        .unwrap_or_else(|error| panic!("{error}"));
+
+    let (file_ok, file_text) = output(binary().current_dir(&dir));
+    std::fs::remove_file(dir.join(".env")).unwrap_or_else(|error| panic!("{error}"));
+    let (env_ok, env_text) = output(binary().current_dir(&dir).env("PROXY_API_KEY", "k"));
+
+    assert!(
+        !file_ok && file_text.contains("LISTEN_ADR") && file_text.contains("LISTEN_ADDR"),
+        "{file_text}"
+    );
+    assert!(
+        !env_ok && env_text.contains("PROXY_API_KEY") && env_text.contains("PROXY_API_KEYS"),
+        "{env_text}"
+    );
+}
+
+#[test]
+fn a_negative_flag_value_is_refused_naming_the_setting_in_either_spelling() {
+    let dir = scratch_dir("negative");
+
+    let (apart_ok, apart) = output(binary().current_dir(&dir).args(["--keepalive-secs", "-1"]));
+    let (joined_ok, joined) = output(binary().current_dir(&dir).args(["--keepalive-secs=-1"]));
+
+    assert!(
+        !apart_ok && apart.contains("invalid KEEPALIVE_SECS"),
+        "{apart}"
+    );
+    assert!(
+        !joined_ok && joined.contains("invalid KEEPALIVE_SECS"),
+        "{joined}"
+    );
+}
+
 #[tokio::test]
 async fn the_binary_announces_the_demo_model_serves_it_and_stops_on_sigterm() {
     let dir = scratch_dir("demo");
