@@ -17,6 +17,9 @@ pub(crate) enum Error {
     /// The request is malformed; the message names the field.
     InvalidRequest(String),
     Unauthorized,
+    /// A bearer token that is not a key and not a valid signed token: the
+    /// message says why (expired, bad signature...), never what it held.
+    TokenRejected(String),
     /// An unknown or expired stream id, or an unknown path.
     NotFound(String),
     PayloadTooLarge {
@@ -39,6 +42,11 @@ pub(crate) enum Error {
     },
     UnsupportedMediaType(String),
     RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The caller's `TOKENS_PER_MINUTE` are spent for this minute.
+    TokensSpent {
+        limit: u64,
         retry_after_secs: u64,
     },
     /// The upstream answered with an error status.
@@ -68,7 +76,7 @@ impl Error {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::TokenRejected(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
@@ -76,7 +84,7 @@ impl Error {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TokensSpent { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream { .. } | Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Interrupted { code, .. } => match code {
@@ -98,7 +106,7 @@ impl Error {
     pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::TokenRejected(_) => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UriTooLong { .. } => "uri_too_long",
@@ -106,7 +114,7 @@ impl Error {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimited { .. } | Self::TokensSpent { .. } => "rate_limited",
             Self::Upstream { .. } | Self::BadGateway(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::Interrupted { code, .. } => code.as_str(),
@@ -127,8 +135,8 @@ impl Error {
             | Self::MethodNotAllowed
             | Self::RequestTimeout { .. }
             | Self::UnsupportedMediaType(_) => "invalid_request_error",
-            Self::Unauthorized => "authentication_error",
-            Self::RateLimited { .. } => "rate_limit_error",
+            Self::Unauthorized | Self::TokenRejected(_) => "authentication_error",
+            Self::RateLimited { .. } | Self::TokensSpent { .. } => "rate_limit_error",
             Self::Upstream { .. } | Self::BadGateway(_) | Self::UpstreamTimeout(_) => {
                 "upstream_error"
             }
@@ -151,6 +159,7 @@ impl Error {
             | Self::Overloaded(message)
             | Self::NotReady(message)
             | Self::Internal(message)
+            | Self::TokenRejected(message)
             | Self::Interrupted { message, .. } => message.clone(),
             Self::Unauthorized => {
                 "a valid `Authorization: Bearer <key>` header is required".to_owned()
@@ -173,6 +182,12 @@ impl Error {
             Self::RateLimited { retry_after_secs } => {
                 format!("too many requests; retry after {retry_after_secs} s")
             }
+            Self::TokensSpent {
+                limit,
+                retry_after_secs,
+            } => format!(
+                "this minute's {limit} tokens (TOKENS_PER_MINUTE) are spent; retry after {retry_after_secs} s"
+            ),
             Self::RequestTimeout { limit } => {
                 format!(
                     "the request body did not arrive within {} s",
@@ -237,7 +252,10 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
         match self {
-            Self::RateLimited { retry_after_secs } => {
+            Self::RateLimited { retry_after_secs }
+            | Self::TokensSpent {
+                retry_after_secs, ..
+            } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

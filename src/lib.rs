@@ -22,6 +22,7 @@
 //! - `streams`: generations, their event logs and followers; the Redis mirror.
 //! - `event`: the normalized events providers produce and surfaces consume.
 //! - `request`: a client's chat request, validated.
+//! - `policy`: what a caller may ask for (models, lengths, choices, prompt size).
 //! - `state`, [`config`], `server`, `error`, `metrics`, `demo`, [`telemetry`].
 
 #![warn(unreachable_pub)]
@@ -35,6 +36,7 @@ mod event;
 mod http;
 mod lock;
 mod metrics;
+mod policy;
 mod providers;
 mod request;
 mod routing;

@@ -100,6 +100,49 @@ impl ChatRequest {
         }
     }
 
+    /// The messages, validated (`prompt` became one).
+    pub(crate) fn messages(&self) -> &[Value] {
+        self.fields
+            .get("messages")
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The answer's length limit the client set: the larger of
+    /// `max_completion_tokens` and `max_tokens`, since an upstream may honour either.
+    pub(crate) fn output_limit(&self) -> Result<Option<u64>, Error> {
+        let mut limit = None;
+        for name in ["max_completion_tokens", "max_tokens"] {
+            match self.fields.get(name) {
+                None | Some(Value::Null) => {}
+                Some(value) => {
+                    let value = value
+                        .as_u64()
+                        .ok_or_else(|| invalid(format!("`{name}` must be a whole number")))?;
+                    limit = limit.max(Some(value));
+                }
+            }
+        }
+        Ok(limit)
+    }
+
+    /// Sets the answer's length limit of a request that has none, as
+    /// `max_tokens`, which every dialect reads.
+    pub(crate) fn set_output_limit(&mut self, limit: u64) {
+        self.fields
+            .insert("max_tokens".to_owned(), Value::from(limit));
+    }
+
+    /// `n`: how many choices the client asked for; 1 when it did not say.
+    pub(crate) fn choices(&self) -> Result<u64, Error> {
+        match self.fields.get("n") {
+            None | Some(Value::Null) => Ok(1),
+            Some(value) => value
+                .as_u64()
+                .ok_or_else(|| invalid("`n` must be a whole number")),
+        }
+    }
+
     /// The fields as the client sent them, for a dialect to build its
     /// upstream body from.
     pub(crate) fn into_fields(self) -> Map<String, Value> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::demo;
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::providers::Provider;
 use crate::routing::Routes;
 use crate::streams::{Cluster, Generations, Mirror};
@@ -70,6 +71,11 @@ impl AppState {
                 .clone()
                 .map(|cluster| Arc::new(cluster) as Arc<dyn Mirror>),
         );
+        let policy = Policy::new(
+            config.limits.clone(),
+            config.tokens_per_minute,
+            cluster.clone(),
+        );
         if let Some(cluster) = &cluster {
             cluster
                 .listen_for_stops(generations.clone())
@@ -78,7 +84,7 @@ impl AppState {
             tracing::info!("event logs are shared through Redis");
         }
         Ok(Self {
-            routes: Arc::new(routes),
+            routes: Arc::new(routes.with_policy(policy)),
             generations,
             cluster,
             metrics,

@@ -161,6 +161,46 @@ pub const SETTINGS: &[Setting] = &[
         "Requests per minute per client key (per address when auth is off); 0 means no limit.",
     ),
     setting(
+        "TOKENS_PER_MINUTE",
+        Some("0"),
+        "Tokens (prompt and answer, from each generation's usage) per minute per caller; 0 means no limit. Shared by replicas with REDIS_URL.",
+    ),
+    setting(
+        "ALLOWED_MODELS",
+        None,
+        "Comma-separated model names or globs (`gpt-4o*`, `groq/*`) callers may ask for; unset: any the upstreams serve.",
+    ),
+    setting(
+        "MAX_OUTPUT_TOKENS",
+        Some("0"),
+        "Largest max_tokens a request may ask for, and the one a request without a limit gets; 0 means no limit.",
+    ),
+    setting(
+        "MAX_CHOICES",
+        Some("0"),
+        "Largest `n` (choices per request); 0 means no limit.",
+    ),
+    setting(
+        "MAX_PROMPT_MESSAGES",
+        Some("0"),
+        "Most messages a request may hold; 0 means no limit.",
+    ),
+    setting(
+        "MAX_PROMPT_CHARS",
+        Some("0"),
+        "Most characters of text all of a request's messages may hold together; 0 means no limit.",
+    ),
+    setting(
+        "JWT_SECRET",
+        None,
+        "HS256 secret of the short-lived tokens an app's backend mints for its users (README, Browser-safe auth).",
+    ),
+    setting(
+        "JWT_PUBLIC_KEY_FILE",
+        None,
+        "PEM public key (RSA, EC P-256 or Ed25519) verifying RS256, ES256 or EdDSA tokens instead of JWT_SECRET.",
+    ),
+    setting(
         "SHUTDOWN_GRACE_SECS",
         Some("10"),
         "Seconds open streams may go on after SIGTERM or Ctrl-C; 2 s later every connection is closed.",
@@ -194,12 +234,42 @@ pub struct Config {
     pub max_connections: usize,
     pub max_concurrent_streams: Option<usize>,
     pub rate_limit_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub limits: Limits,
+    pub jwt: Option<Jwt>,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     /// Several upstreams and the model names they serve, from the file
     /// `TOKENRELAY_CONFIG` names; `None` is the one-upstream shorthand of
     /// the `UPSTREAM_*` settings.
     pub topology: Option<Topology>,
+}
+
+/// What a caller may ask for (README, Safe for a public page); `None` is no
+/// limit.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Names and globs; empty: any name routing knows.
+    pub allowed_models: Vec<String>,
+    pub max_output_tokens: Option<u64>,
+    pub max_choices: Option<u64>,
+    pub max_prompt_messages: Option<usize>,
+    pub max_prompt_chars: Option<usize>,
+}
+
+/// How the tokens an app's backend mints are verified: the key, and the
+/// one algorithm it is for (a token naming any other is refused, so an
+/// RSA public key can never be used as an HMAC secret).
+#[derive(Clone)]
+pub struct Jwt {
+    pub key: jsonwebtoken::DecodingKey,
+    pub algorithm: jsonwebtoken::Algorithm,
+}
+
+impl fmt::Debug for Jwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Jwt({:?}, ***)", self.algorithm)
+    }
 }
 
 /// The four separate upstream timeouts; there is deliberately no single
@@ -309,6 +379,19 @@ impl Config {
             rate_limit_per_minute: nonzero_count(
                 source.count("RATE_LIMIT_PER_MINUTE", 0..=u32::MAX)?,
             ),
+            tokens_per_minute: nonzero_count(source.count("TOKENS_PER_MINUTE", 0..=MAX_TOKENS)?),
+            limits: Limits {
+                allowed_models: source.list("ALLOWED_MODELS"),
+                max_output_tokens: nonzero_count(
+                    source.count("MAX_OUTPUT_TOKENS", 0..=MAX_TOKENS)?,
+                ),
+                max_choices: nonzero_count(source.count("MAX_CHOICES", 0..=MAX_CHOICES)?),
+                max_prompt_messages: nonzero_count(
+                    source.count("MAX_PROMPT_MESSAGES", 0..=MAX_CONNECTIONS)?,
+                ),
+                max_prompt_chars: nonzero_count(source.count("MAX_PROMPT_CHARS", 0..=MAX_BYTES)?),
+            },
+            jwt: source.jwt()?,
             shutdown_grace: source.secs("SHUTDOWN_GRACE_SECS")?,
             log_format: match source.text("LOG_FORMAT").as_deref() {
                 None | Some("text") => LogFormat::Text,
@@ -480,6 +563,45 @@ impl Lookup<'_> {
         })
     }
 
+    /// `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE`, read now so that a missing
+    /// file stops the server instead of failing every request.
+    fn jwt(&self) -> Result<Option<Jwt>, ConfigError> {
+        match (self.text("JWT_SECRET"), self.text("JWT_PUBLIC_KEY_FILE")) {
+            (Some(_), Some(_)) => Err(ConfigError {
+                variable: "JWT_PUBLIC_KEY_FILE",
+                message: "set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both".to_owned(),
+            }),
+            (Some(secret), None) if secret.len() < 32 => Err(ConfigError {
+                variable: "JWT_SECRET",
+                message: "must be at least 32 characters: a short HS256 secret can be guessed offline from any token".to_owned(),
+            }),
+            (Some(secret), None) => Ok(Some(Jwt {
+                key: jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+                algorithm: jsonwebtoken::Algorithm::HS256,
+            })),
+            (None, Some(path)) => {
+                let refuse = |message: String| ConfigError {
+                    variable: "JWT_PUBLIC_KEY_FILE",
+                    message,
+                };
+                let pem = std::fs::read(&path)
+                    .map_err(|error| refuse(format!("cannot read `{path}`: {error}")))?;
+                use jsonwebtoken::{Algorithm, DecodingKey};
+                let parsed = DecodingKey::from_rsa_pem(&pem)
+                    .map(|key| (key, Algorithm::RS256))
+                    .or_else(|_| DecodingKey::from_ec_pem(&pem).map(|key| (key, Algorithm::ES256)))
+                    .or_else(|_| DecodingKey::from_ed_pem(&pem).map(|key| (key, Algorithm::EdDSA)));
+                match parsed {
+                    Ok((key, algorithm)) => Ok(Some(Jwt { key, algorithm })),
+                    Err(_) => Err(refuse(format!(
+                        "`{path}` is not a PEM public key of RSA, EC P-256 or Ed25519"
+                    ))),
+                }
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
     fn list(&self, name: &'static str) -> Vec<String> {
         self.text(name)
             .map(|raw| {
@@ -535,6 +657,13 @@ const MAX_BYTES: usize = 1 << 40;
 /// Far more connections (and streams) than one process can hold open; the
 /// soft `RLIMIT_NOFILE` usually binds much earlier.
 const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// The largest token count a setting may hold: far past any model's window,
+/// and no sum of such counts can overflow.
+const MAX_TOKENS: u64 = 1 << 40;
+
+/// The largest `n` a limit may allow: more choices than any API serves.
+const MAX_CHOICES: u64 = 128;
 
 /// Retries happen before a client sees a byte; more than this only delays
 /// the error.

@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::event::{ErrorCode, StreamEvent};
 use crate::lock::lock;
 use crate::metrics::{Metrics, RefusalKind};
+use crate::policy::{Grant, Policy};
 use crate::providers::Provider;
 use crate::providers::uniform;
 use crate::request::ChatRequest;
@@ -44,6 +45,8 @@ pub(crate) struct Routes {
     /// How each provider has fared, by its index.
     health: Vec<Mutex<Health>>,
     cooldown: Cooldown,
+    /// What callers may ask for.
+    policy: Policy,
 }
 
 impl Routes {
@@ -59,6 +62,7 @@ impl Routes {
                 after: u32::MAX,
                 length: Duration::ZERO,
             },
+            policy: Policy::default(),
         }
     }
 
@@ -75,7 +79,13 @@ impl Routes {
             models: Some(topology.models.clone()),
             default_model: topology.default_model.clone().or(default_model),
             cooldown: topology.cooldown,
+            policy: Policy::default(),
         }
+    }
+
+    /// The same routes, with requests held to `policy`.
+    pub(crate) fn with_policy(self, policy: Policy) -> Self {
+        Self { policy, ..self }
     }
 
     pub(crate) fn default_model(&self) -> Option<&str> {
@@ -179,7 +189,8 @@ impl Routes {
         generations: &Generations,
         metrics: &Metrics,
         caller: Caller,
-        request: ChatRequest,
+        grant: &Grant,
+        mut request: ChatRequest,
     ) -> Result<(StreamId, Follower), Error> {
         let model = request
             .model()
@@ -191,7 +202,10 @@ impl Routes {
                 )
             })?
             .to_owned();
+        self.policy.admit(grant, &model, &mut request)?;
         let (attempts, ttft) = self.targets(&model)?;
+        self.policy.afford(grant).await?;
+        let prompt_chars = self.policy.prompt_chars(&request);
         // Reserve before calling an upstream, so a refused request costs nothing.
         let ticket = generations.reserve(caller)?;
         let mut last = None;
@@ -219,6 +233,7 @@ impl Routes {
             match opened {
                 Ok(source) => {
                     lock(&self.health[target.index]).answered(sent.elapsed());
+                    let source = self.policy.meter(grant, prompt_chars, source);
                     return ticket.start(&target.model, target.upstream, source);
                 }
                 Err(error) => {

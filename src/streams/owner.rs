@@ -6,6 +6,10 @@
 /// they list `PROXY_API_KEYS` in.
 const IDENTITY_CONTEXT: &[u8] = b"tokenrelay stream owner v1";
 
+/// The same for the `sub` of a signed token, kept apart so that no client
+/// key can ever be taken for a token's subject, or the other way round.
+const SUBJECT_CONTEXT: &[u8] = b"tokenrelay token subject v1";
+
 /// The authenticated caller: an identity derived from its key, or `None`
 /// when auth is off. It is what ties a stream to the key that created it,
 /// here and in the store replicas share, which therefore never holds a key.
@@ -20,8 +24,18 @@ pub(crate) struct KeyId([u8; 16]);
 
 impl KeyId {
     pub(crate) fn of(key: &str) -> Self {
-        let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, IDENTITY_CONTEXT);
-        let tag = ring::hmac::sign(&hmac, key.as_bytes());
+        Self::derived(IDENTITY_CONTEXT, key)
+    }
+
+    /// The identity of a signed token's subject: the user stays the owner
+    /// of its streams across the tokens its app mints for it.
+    pub(crate) fn of_subject(subject: &str) -> Self {
+        Self::derived(SUBJECT_CONTEXT, subject)
+    }
+
+    fn derived(context: &[u8], text: &str) -> Self {
+        let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, context);
+        let tag = ring::hmac::sign(&hmac, text.as_bytes());
         let mut id = [0u8; 16];
         id.copy_from_slice(&tag.as_ref()[..16]);
         Self(id)

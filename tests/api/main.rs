@@ -23,5 +23,6 @@ mod operations;
 mod resume;
 mod retries;
 mod routing;
+mod safety;
 mod sdk;
 mod secrets;

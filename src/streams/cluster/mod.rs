@@ -19,8 +19,9 @@
 //!
 //! Keys, per stream id: `tokenrelay:{id}:log` (the events, entry id
 //! `0-<seq+1>`, field `e` = JSON), `tokenrelay:{id}:meta` (hash: `owner`,
-//! `done`), `tokenrelay:{id}:alive`, `tokenrelay:{id}:listening`; and the
-//! channel `tokenrelay:stop`.
+//! `done`), `tokenrelay:{id}:alive`, `tokenrelay:{id}:listening`; per
+//! caller and minute, `tokenrelay:{budget:<caller>}:<minute>` (tokens spent,
+//! `TOKENS_PER_MINUTE`); and the channel `tokenrelay:stop`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -349,6 +350,39 @@ impl Cluster {
         Ok(true)
     }
 
+    /// The tokens `account` spent in `minute`, as every replica counted them.
+    pub(crate) async fn tokens_spent(&self, account: &str, minute: u64) -> Result<u64, Error> {
+        let mut get = redis::pipe();
+        get.get(budget_key(account, minute));
+        let (spent,): (Option<u64>,) = self
+            .link
+            .query(&get, COMMAND_TIMEOUT)
+            .await
+            .map_err(unavailable)?;
+        Ok(spent.unwrap_or(0))
+    }
+
+    /// Adds `tokens` to what `account` spent in `minute`; the count is kept
+    /// a minute past its own.
+    pub(crate) async fn spend_tokens(
+        &self,
+        account: &str,
+        minute: u64,
+        tokens: u64,
+    ) -> Result<(), Error> {
+        let key = budget_key(account, minute);
+        let mut add = redis::pipe();
+        add.atomic()
+            .incr(&key, tokens)
+            .ignore()
+            .expire(&key, 120)
+            .ignore();
+        self.link
+            .query::<()>(&add, COMMAND_TIMEOUT)
+            .await
+            .map_err(unavailable)
+    }
+
     /// Whether Redis answers now, for `/readyz`; why not, when it does not.
     pub(crate) async fn ping(&self) -> Result<(), String> {
         let mut ping = redis::pipe();
@@ -358,6 +392,12 @@ impl Cluster {
             .await
             .map_err(|failure| failure.to_string())
     }
+}
+
+/// Where one caller's token count for one minute is kept; the account in
+/// braces, so that a Redis Cluster keeps each caller's counts on one node.
+fn budget_key(account: &str, minute: u64) -> String {
+    format!("tokenrelay:{{budget:{account}}}:{minute}")
 }
 
 /// Stops the local generations named on the stop channel until the

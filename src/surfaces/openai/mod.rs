@@ -42,6 +42,7 @@ use super::sse;
 use crate::error::Error;
 use crate::event::{ErrorCode, FinishReason};
 use crate::http::extract::JsonBody;
+use crate::policy::Grant;
 use crate::request::ChatRequest;
 use crate::state::AppState;
 use crate::streams::{Caller, Follower, Generation, StreamId};
@@ -62,13 +63,14 @@ pub(super) fn router() -> Router<AppState> {
 async fn completions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(grant): Extension<Grant>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, OpenAiError> {
     let request = ChatRequest::from_json(&body)?;
     let delivery = request.delivery();
     let (id, follower) = state
         .routes
-        .open(&state.generations, &state.metrics, caller, request)
+        .open(&state.generations, &state.metrics, caller, &grant, request)
         .await?;
     let answer = Answer {
         stream_id: id,

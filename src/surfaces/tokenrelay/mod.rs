@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::sse;
 use crate::error::Error;
 use crate::http::extract::{JsonBody, Path, Query};
+use crate::policy::Grant;
 use crate::request::ChatRequest;
 use crate::state::AppState;
 use crate::streams::{Caller, Elsewhere, Position, StreamId};
@@ -40,6 +41,7 @@ pub(super) fn router() -> Router<AppState> {
 async fn chat(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(grant): Extension<Grant>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, Error> {
@@ -51,7 +53,7 @@ async fn chat(
         };
     }
     let JsonBody(body) = JsonBody::from_request(request, &state).await?;
-    start(&state, caller, ChatRequest::from_json(&body)?).await
+    start(&state, caller, &grant, ChatRequest::from_json(&body)?).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +71,7 @@ struct ChatQuery {
 async fn chat_from_query(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(grant): Extension<Grant>,
     headers: HeaderMap,
     Query(query): Query<ChatQuery>,
 ) -> Result<Response, Error> {
@@ -81,6 +84,7 @@ async fn chat_from_query(
     start(
         &state,
         caller,
+        &grant,
         ChatRequest::from_prompt(query.prompt, query.model)?,
     )
     .await
@@ -145,10 +149,15 @@ fn no_head(allow: &'static str) -> Response {
     response
 }
 
-async fn start(state: &AppState, caller: Caller, request: ChatRequest) -> Result<Response, Error> {
+async fn start(
+    state: &AppState,
+    caller: Caller,
+    grant: &Grant,
+    request: ChatRequest,
+) -> Result<Response, Error> {
     let (id, follower) = state
         .routes
-        .open(&state.generations, &state.metrics, caller, request)
+        .open(&state.generations, &state.metrics, caller, &grant, request)
         .await?;
     Ok(sse::response(id, follower, state.config.keepalive))
 }
