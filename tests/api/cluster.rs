@@ -690,3 +690,73 @@ async fn ownership_follows_the_key_whatever_order_replicas_list_keys_in() {
         "the store holds an identity, not the key: {owner:?}"
     );
 }
+
+#[tokio::test]
+async fn a_token_budget_is_shared_by_every_replica() {
+    // Arrange: every answer costs 12 tokens; the budget is 20 a minute.
+    let redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let settings = [("PROXY_API_KEYS", "k"), ("TOKENS_PER_MINUTE", "20")];
+    let (_a, on_a) = replica_with("budget-a", &redis, &upstream, &settings);
+    let (_b, on_b) = replica_with("budget-b", &redis, &upstream, &settings);
+    let chat = |base: &str| {
+        http_client()
+            .post(format!("{base}/api/chat"))
+            .bearer_auth("k")
+            .header("content-type", "application/json")
+            .body(json!({"prompt": "hi"}).to_string())
+            .send()
+    };
+
+    // Act: two answers on A spend the minute.
+    for _ in 0..2 {
+        let answer = chat(&on_a).await.unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(answer.status(), 200);
+        Transcript::read(answer).await;
+    }
+    // The cost reaches Redis just after each generation ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let spent = loop {
+        let spent: u64 = budget_keys(&redis)
+            .iter()
+            .map(|key| {
+                let reply = redis.command(&["GET", key]);
+                reply
+                    .lines()
+                    .nth(1)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
+            })
+            .sum();
+        if spent >= 24 || Instant::now() > deadline {
+            break spent;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let refused = chat(&on_b).await.unwrap_or_else(|error| panic!("{error}"));
+
+    // Assert
+    assert_eq!(spent, 24, "Redis holds what A's two answers cost");
+    assert_eq!(
+        refused.status(),
+        429,
+        "replica B, which served nothing, refuses what A spent"
+    );
+    let error = json_body(refused).await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|text| text.contains("TOKENS_PER_MINUTE")),
+        "{error}"
+    );
+}
+
+/// The token-budget counts Redis holds.
+fn budget_keys(redis: &Redis) -> Vec<String> {
+    redis
+        .command(&["KEYS", "tokenrelay:{budget:*"])
+        .split("\r\n")
+        .filter(|entry| entry.starts_with("tokenrelay:"))
+        .map(str::to_owned)
+        .collect()
+}

@@ -436,3 +436,45 @@ async fn without_usage_the_cost_is_estimated_from_the_text() {
     assert_eq!(answered, 2);
     assert_eq!(refusal.status(), 429);
 }
+
+#[tokio::test]
+async fn a_token_in_the_query_never_reaches_a_log_line_at_any_level() {
+    // Arrange: the binary at the most verbose level.
+    use crate::cli::{Server, binary, scratch_dir};
+    let upstream = crate::fake_upstream::FakeUpstream::start().await;
+    let dir = scratch_dir("token-logs");
+    let mut server = Server::start(
+        binary()
+            .current_dir(&dir)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("UPSTREAM_BASE_URL", upstream.base_url())
+            .env("DEFAULT_MODEL", "m")
+            .env("JWT_SECRET", SECRET)
+            .env("RUST_LOG", "trace"),
+    );
+    let addr = server.addr();
+    let token = hs256(valid_for("grace", 300));
+    let client = crate::helpers::http_client();
+
+    // Act
+    let answer = client
+        .get(format!(
+            "http://{addr}/api/chat?prompt=hi&access_token={token}"
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let transcript = Transcript::read(answer).await;
+    server.wait_for("stream finished");
+    assert!(server.terminate(), "the server stops on SIGTERM");
+    let lines = server.logged();
+
+    // Assert
+    assert_eq!(transcript.text_of("token"), "Hello world");
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    let leaks: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains(signature))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}
