@@ -244,8 +244,8 @@ fn user_block(part: Part) -> Value {
 }
 
 /// `tool_choice`, where `parallel_tool_calls: false` lives as
-/// `disable_parallel_tool_use`. Without tools or a choice there is nothing
-/// to call, in parallel or not, and Anthropic refuses a `tool_choice` then.
+/// `disable_parallel_tool_use`. Without tools nothing can be called, in
+/// parallel or not, so no choice is made up to carry it.
 fn tool_choice(conversation: &Conversation) -> Option<Value> {
     let serial = conversation.parallel_tool_calls == Some(false);
     let mut choice = match &conversation.tool_choice {
