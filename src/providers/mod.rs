@@ -255,7 +255,7 @@ pub(crate) fn counted_usage(prompt: u64, completion: u64, raw: Value) -> Option<
     serde_json::value::to_raw_value(&json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": prompt.saturating_add(completion),
         "raw": raw,
     }))
     .ok()
