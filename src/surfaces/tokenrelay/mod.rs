@@ -157,7 +157,7 @@ async fn start(
 ) -> Result<Response, Error> {
     let (id, follower) = state
         .routes
-        .open(&state.generations, &state.metrics, caller, &grant, request)
+        .open(&state.generations, &state.metrics, caller, grant, request)
         .await?;
     Ok(sse::response(id, follower, state.config.keepalive))
 }
