@@ -9,7 +9,9 @@
 //! `parallel_tool_calls` (Gemini decides how many calls to make in one
 //! turn), `user` (no end-user field), a tool's `strict` and a JSON schema's
 //! `strict` (Gemini constrains to the schema it is given either way) are left
-//! out; a tool result whose function cannot be named is refused.
+//! out; a tool result whose function cannot be named is refused. Of the
+//! fields outside the ones `Conversation` reads, only those with a Gemini
+//! twin are sent ([`NATIVE_FIELDS`], [`GENERATION_FIELDS`]).
 
 use serde_json::{Map, Value, json};
 
@@ -33,7 +35,7 @@ const GENERATION_FIELDS: [(&str, &str); 3] = [
 
 /// Gemini 3 refuses a replayed `functionCall` without the `thoughtSignature`
 /// it came with, and OpenAI-style clients never keep one. Google documents
-/// this value for calls whose signature is lost; older models ignore it.
+/// this value for calls whose signature is lost, and 2.5 models accept it too.
 const LOST_SIGNATURE: &str = "skip_thought_signature_validator";
 
 /// The request body for `conversation`.
