@@ -109,10 +109,10 @@ impl Unit {
     /// `TimeoutStopSec=`, the time from `KillSignal` to SIGKILL.
     fn stop_timeout(&self) -> Duration {
         let value = self.one("Service", "TimeoutStopSec");
-        let (number, scale) = [("min", 60.0), ("s", 1.0), ("", 1.0)]
-            .into_iter()
-            .find_map(|(unit, scale)| Some((value.strip_suffix(unit)?, scale)))
-            .unwrap_or((value, 1.0));
+        let (number, scale) = match value.strip_suffix("min") {
+            Some(minutes) => (minutes, 60.0),
+            None => (value.strip_suffix('s').unwrap_or(value), 1.0),
+        };
         let secs: f64 = number
             .trim()
             .parse()
