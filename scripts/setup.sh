@@ -39,6 +39,20 @@ if ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
+# --- systemd-analyze, for the check of the unit file (tests/api/deploy/systemd.rs) ---
+# `systemd-analyze verify` reads a unit offline: no running systemd is needed,
+# so it works in a container too.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update && apt-get install -y systemd
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo apt-get update && sudo apt-get install -y systemd
+    else
+        echo "setup.sh: systemd-analyze is missing and this is not root; install the 'systemd' package" >&2
+        exit 1
+    fi
+fi
+
 # --- Real OpenAI clients, for the SDK tests (tests/api/sdk.rs) ---
 # The Python SDK in a virtual environment, the Node SDK and the AI SDK from
 # the lock file; each is (re)installed only when missing or out of date.

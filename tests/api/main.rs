@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod corpus;
 mod demo;
+mod deploy;
 mod failures;
 mod input;
 mod lifecycle;
