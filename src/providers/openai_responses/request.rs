@@ -94,25 +94,26 @@ pub(super) fn body(conversation: Conversation, model: &str) -> Result<Value, Err
 /// refused too: a relayed stream ends with its client, a background response
 /// would go on generating, and billing, after a cancel.
 fn refuse_chat_only_fields(extra: &Map<String, Value>) -> Result<(), Error> {
+    const NO_SUCH: &str = "which has no such setting";
     for (name, value) in extra {
-        let asks_nothing = match name.as_str() {
-            "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
-            "logprobs" | "background" => *value == Value::Bool(false),
-            "top_logprobs" => value.as_u64() == Some(0),
-            "logit_bias" => value.as_object().is_some_and(Map::is_empty),
-            "modalities" => *value == json!(["text"]),
-            "audio" | "prediction" | "web_search_options" => false,
-            "functions" | "function_call" => {
-                return Err(refusal(name, "which takes functions as `tools` only"));
-            }
+        if value.is_null() {
+            continue;
+        }
+        let (asks_nothing, why) = match name.as_str() {
+            "frequency_penalty" | "presence_penalty" => (value.as_f64() == Some(0.0), NO_SUCH),
+            "logprobs" => (*value == Value::Bool(false), NO_SUCH),
+            "top_logprobs" => (value.as_u64() == Some(0), NO_SUCH),
+            "logit_bias" => (value.as_object().is_some_and(Map::is_empty), NO_SUCH),
+            "modalities" => (*value == json!(["text"]), "which answers in text only"),
+            "audio" | "prediction" | "web_search_options" => (false, NO_SUCH),
+            "functions" | "function_call" => (false, "which takes functions as `tools` only"),
+            "background" => (
+                *value == Value::Bool(false),
+                "as a relayed response streams to its client and ends with it",
+            ),
             _ => continue,
         };
-        if !asks_nothing && !value.is_null() {
-            let why = if name == "background" {
-                "which streams this response to this client only"
-            } else {
-                "which has no such setting"
-            };
+        if !asks_nothing {
             return Err(refusal(name, why));
         }
     }
