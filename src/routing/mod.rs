@@ -30,7 +30,7 @@ use crate::metrics::{Metrics, RefusalKind};
 use crate::providers::Provider;
 use crate::providers::uniform;
 use crate::request::ChatRequest;
-use crate::streams::{Caller, Follower, Generations, Source, StreamId};
+use crate::streams::{Follower, Generations, Owner, Source, StreamId};
 
 /// Model names and the upstreams behind them.
 #[derive(Debug)]
@@ -178,7 +178,7 @@ impl Routes {
         &self,
         generations: &Generations,
         metrics: &Metrics,
-        caller: Caller,
+        owner: impl Into<Owner>,
         request: ChatRequest,
     ) -> Result<(StreamId, Follower), Error> {
         let model = request
@@ -193,7 +193,7 @@ impl Routes {
             .to_owned();
         let (attempts, ttft) = self.targets(&model)?;
         // Reserve before calling an upstream, so a refused request costs nothing.
-        let ticket = generations.reserve(caller)?;
+        let ticket = generations.reserve(owner.into())?;
         let mut last = None;
         let mut request = Some(request);
         for (attempt, target) in attempts.iter().enumerate() {

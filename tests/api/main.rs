@@ -25,3 +25,4 @@ mod retries;
 mod routing;
 mod sdk;
 mod secrets;
+mod ui_chat;
