@@ -316,10 +316,17 @@ fn invalid(message: impl Into<String>) -> Error {
 mod tests {
     use super::*;
 
+    /// The upstream request's fields (with its `model`, which the request
+    /// keeps apart), and the chat.
     fn parsed(body: Value) -> (Value, Chat) {
         let UiChat { request, chat } = parse(body.to_string().as_bytes())
             .unwrap_or_else(|error| panic!("{body}: {}", error.message()));
-        (Value::Object(request.into_fields()), chat)
+        let model = request.model().map(str::to_owned);
+        let mut fields = request.into_fields();
+        if let Some(model) = model {
+            fields.insert("model".to_owned(), Value::String(model));
+        }
+        (Value::Object(fields), chat)
     }
 
     fn user(id: &str, text: &str) -> Value {
