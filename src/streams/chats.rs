@@ -56,7 +56,12 @@ impl Generations {
 }
 
 /// Makes `stream` the latest generation of `chat`.
-pub(super) fn record(registry: &Arc<super::Registry>, owner: Caller, chat: &Chat, stream: StreamId) {
+pub(super) fn record(
+    registry: &Arc<super::Registry>,
+    owner: Caller,
+    chat: &Chat,
+    stream: StreamId,
+) {
     let record = ChatRecord {
         stream,
         message_id: chat.message_id.clone(),
@@ -69,7 +74,10 @@ pub(super) fn record(registry: &Arc<super::Registry>, owner: Caller, chat: &Chat
 pub(super) fn forget(registry: &super::Registry, owner: Caller, chat: &Chat, stream: StreamId) {
     let mut chats = lock(&registry.chats);
     let key = (owner, chat.id.clone());
-    if chats.get(&key).is_some_and(|record| record.stream == stream) {
+    if chats
+        .get(&key)
+        .is_some_and(|record| record.stream == stream)
+    {
         chats.remove(&key);
     }
 }

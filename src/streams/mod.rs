@@ -219,7 +219,10 @@ impl Ticket {
     ) -> Result<(StreamId, Follower), Error> {
         let Self {
             permit,
-            owner: Owner { caller: owner, chat },
+            owner: Owner {
+                caller: owner,
+                chat,
+            },
         } = self;
         let registry = Arc::clone(&permit.0);
         let id = StreamId::random()?;

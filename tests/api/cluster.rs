@@ -737,7 +737,8 @@ async fn a_chat_resumes_by_its_id_on_another_replica_and_stops_from_any() {
         }
     }
     drop(first);
-    let resumed = Transcript::read(ui_chat_stream(&on_b, reqwest::Method::GET, "chat-1").await).await;
+    let resumed =
+        Transcript::read(ui_chat_stream(&on_b, reqwest::Method::GET, "chat-1").await).await;
 
     assert_eq!(resumed.status, 200);
     assert_eq!(resumed.header("x-vercel-ai-ui-message-stream"), Some("v1"));
@@ -755,11 +756,16 @@ async fn a_chat_resumes_by_its_id_on_another_replica_and_stops_from_any() {
     // Read to its end on B: A has nothing left to resume either.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status = ui_chat_stream(&on_a, reqwest::Method::GET, "chat-1").await.status();
+        let status = ui_chat_stream(&on_a, reqwest::Method::GET, "chat-1")
+            .await
+            .status();
         if status == 204 {
             break;
         }
-        assert!(Instant::now() < deadline, "A still resumes a chat read to its end");
+        assert!(
+            Instant::now() < deadline,
+            "A still resumes a chat read to its end"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -772,7 +778,9 @@ async fn a_chat_resumes_by_its_id_on_another_replica_and_stops_from_any() {
     // its answer began.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status = ui_chat_stream(&on_b, reqwest::Method::DELETE, "chat-2").await.status();
+        let status = ui_chat_stream(&on_b, reqwest::Method::DELETE, "chat-2")
+            .await
+            .status();
         if status == 204 {
             break;
         }
@@ -785,8 +793,18 @@ async fn a_chat_resumes_by_its_id_on_another_replica_and_stops_from_any() {
         "A's upstream request was dropped"
     );
     let rest = Transcript::read(running).await;
-    let finish = rest.events().into_iter().rev().find(|part| part["type"] == "finish");
-    assert_eq!(finish.map(|part| part["finishReason"].clone()), Some(json!("other")));
+    let finish = rest
+        .events()
+        .into_iter()
+        .rev()
+        .find(|part| part["type"] == "finish");
+    assert_eq!(
+        finish.map(|part| part["finishReason"].clone()),
+        Some(json!("other"))
+    );
     let chat = redis.command(&["HGET", "tokenrelay:chat:open:chat-2", "stream"]);
-    assert!(chat.contains(&running_id), "the store names the chat's stream: {chat:?}");
+    assert!(
+        chat.contains(&running_id),
+        "the store names the chat's stream: {chat:?}"
+    );
 }

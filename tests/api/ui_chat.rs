@@ -101,22 +101,35 @@ async fn the_sdk_shows_the_exact_text_with_our_metadata() {
     let response = &result["responses"][0];
     let stream_id = answer["metadata"]["streamId"].as_str().unwrap_or_default();
     assert_eq!(stream_id.len(), 32, "{answer}");
-    assert_eq!(answer["id"], format!("msg-{stream_id}"), "a stable message id");
+    assert_eq!(
+        answer["id"],
+        format!("msg-{stream_id}"),
+        "a stable message id"
+    );
     assert_eq!(
         answer["metadata"],
         json!({"model": "fake-model", "upstream": null, "streamId": stream_id,
                "usage": {"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16}}),
     );
     let types = chunk_types(response);
-    assert_eq!(types[..3], ["start", "start-step", "text-start"], "{types:?}");
+    assert_eq!(
+        types[..3],
+        ["start", "start-step", "text-start"],
+        "{types:?}"
+    );
     assert_eq!(
         types[types.len() - 3..],
         ["text-end", "finish-step", "finish"],
         "{types:?}"
     );
     assert_eq!(response["done"], true, "[DONE] closes the stream");
-    let finish = response["chunks"].as_array().and_then(|chunks| chunks.last());
-    assert_eq!(finish.map(|finish| &finish["finishReason"]), Some(&json!("stop")));
+    let finish = response["chunks"]
+        .as_array()
+        .and_then(|chunks| chunks.last());
+    assert_eq!(
+        finish.map(|finish| &finish["finishReason"]),
+        Some(&json!("stop"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +174,11 @@ async fn a_tool_calls_input_reaches_the_sdk_parsed() {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|part| part["type"].as_str().is_some_and(|kind| kind.starts_with("tool-")))
+        .filter(|part| {
+            part["type"]
+                .as_str()
+                .is_some_and(|kind| kind.starts_with("tool-"))
+        })
         .map(|part| {
             (
                 part["type"].clone(),
@@ -225,7 +242,12 @@ async fn the_second_turn_sends_the_first_answer_upstream() {
         .collect();
     assert_eq!(
         texts,
-        ["first question", "First answer.", "second question", "Second."]
+        [
+            "first question",
+            "First answer.",
+            "second question",
+            "Second."
+        ]
     );
 }
 
@@ -250,20 +272,31 @@ async fn a_cut_answer_resumes_whole_without_doubling_on_one_upstream_request() {
     let result = sdk(&app, "resume").await;
 
     assert_eq!(result["error"], Value::Null, "{result}");
-    assert_eq!(result["status_after_break"], "error", "the break was seen: {result}");
+    assert_eq!(
+        result["status_after_break"], "error",
+        "the break was seen: {result}"
+    );
     assert!(
         text.starts_with(result["text_after_break"].as_str().unwrap_or("-")),
         "{result}"
     );
     let messages = result["messages"].as_array().cloned().unwrap_or_default();
     assert_eq!(messages.len(), 2, "one question, one answer: {result}");
-    assert_eq!(text_of(&messages[1], "text"), text, "nothing doubled, nothing lost");
+    assert_eq!(
+        text_of(&messages[1], "text"),
+        text,
+        "nothing doubled, nothing lost"
+    );
     assert_eq!(result["status"], "ready", "{result}");
     let resumed = &result["responses"][1];
     assert_eq!(resumed["method"], "GET", "{resumed}");
     assert_eq!(resumed["status"], 200, "{resumed}");
     assert_eq!(resumed["done"], true, "{resumed}");
-    assert_eq!(chunk_types(resumed)[0], "start", "replayed from the first part");
+    assert_eq!(
+        chunk_types(resumed)[0],
+        "start",
+        "replayed from the first part"
+    );
     assert_eq!(app.upstream.requests().len(), 1, "paid for once");
 }
 
@@ -295,7 +328,10 @@ async fn stop_ends_the_generation_and_drops_the_upstream_request() {
     let dropped = app.upstream.wait_dropped(1, Duration::from_secs(10)).await;
     script.finish().await;
     assert!(dropped, "the DELETE should drop the upstream request");
-    assert!(!text_of(&last_message(&result), "text").is_empty(), "{result}");
+    assert!(
+        !text_of(&last_message(&result), "text").is_empty(),
+        "{result}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +357,11 @@ async fn an_upstream_failure_surfaces_as_the_sdks_error() {
     assert_eq!(result["status"], "error", "{result}");
     let message = result["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("overloaded midway"), "{result}");
-    assert_eq!(text_of(&last_message(&result), "text"), "so far", "{result}");
+    assert_eq!(
+        text_of(&last_message(&result), "text"),
+        "so far",
+        "{result}"
+    );
     let types = chunk_types(&result["responses"][0]);
     assert_eq!(types.last().map(String::as_str), Some("error"), "{types:?}");
     assert!(!types.iter().any(|kind| kind == "finish"), "{types:?}");
@@ -399,13 +439,22 @@ async fn the_answer_is_a_ui_message_stream_with_its_headers() {
     let transcript = Transcript::read(post(&app, &body("c1", "hello"), None).await).await;
 
     assert_eq!(transcript.status, 200);
-    assert_eq!(transcript.header("x-vercel-ai-ui-message-stream"), Some("v1"));
+    assert_eq!(
+        transcript.header("x-vercel-ai-ui-message-stream"),
+        Some("v1")
+    );
     assert_eq!(
         transcript.header("content-type"),
         Some("text/event-stream; charset=utf-8")
     );
-    assert_eq!(transcript.header("cache-control"), Some("no-cache, no-transform"));
-    let stream_id = transcript.header("x-stream-id").unwrap_or_default().to_owned();
+    assert_eq!(
+        transcript.header("cache-control"),
+        Some("no-cache, no-transform")
+    );
+    let stream_id = transcript
+        .header("x-stream-id")
+        .unwrap_or_default()
+        .to_owned();
     let metadata = json!({"model": "fake-model", "upstream": null, "streamId": stream_id});
     let mut finished = metadata.clone();
     finished["usage"] = json!({"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12});
@@ -434,9 +483,14 @@ async fn bad_bodies_are_400_naming_the_field() {
     let app = spawn_app().await;
     let cases = [
         (json!({"messages": []}), "`id`"),
-        (json!({"id": "c", "messages": [{"role": "user", "parts": [{"type": "text"}]}]}),
-         "`messages[0].parts[0].text`"),
-        (json!({"id": "c", "trigger": "later", "messages": []}), "`trigger`"),
+        (
+            json!({"id": "c", "messages": [{"role": "user", "parts": [{"type": "text"}]}]}),
+            "`messages[0].parts[0].text`",
+        ),
+        (
+            json!({"id": "c", "trigger": "later", "messages": []}),
+            "`trigger`",
+        ),
     ];
     for (bad, field) in cases {
         let response = post(&app, &bad, None).await;
@@ -446,7 +500,10 @@ async fn bad_bodies_are_400_naming_the_field() {
         let message = error["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(field), "{bad}: {message}");
     }
-    assert!(app.upstream.requests().is_empty(), "nothing reached the upstream");
+    assert!(
+        app.upstream.requests().is_empty(),
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -456,7 +513,12 @@ async fn a_resume_replays_from_the_first_part_and_then_there_is_nothing_left() {
     app.upstream.push(paced(&words, Duration::from_millis(20)));
 
     // Never started: nothing to resume.
-    assert_eq!(on_stream(&app, reqwest::Method::GET, "c2", None).await.status(), 204);
+    assert_eq!(
+        on_stream(&app, reqwest::Method::GET, "c2", None)
+            .await
+            .status(),
+        204
+    );
     let first = post(&app, &body("c2", "count"), None).await;
     let stream_id = stream_id_of(&first);
     read_deltas_then_drop(first, 3).await;
@@ -466,7 +528,11 @@ async fn a_resume_replays_from_the_first_part_and_then_there_is_nothing_left() {
     assert_eq!(resumed.status, 200);
     assert_eq!(resumed.header("x-vercel-ai-ui-message-stream"), Some("v1"));
     let parts = parts(&resumed);
-    assert_eq!(parts[0]["messageId"], format!("msg-{stream_id}"), "the same message");
+    assert_eq!(
+        parts[0]["messageId"],
+        format!("msg-{stream_id}"),
+        "the same message"
+    );
     let replayed: String = parts
         .iter()
         .filter(|part| part["type"] == "text-delta")
@@ -475,7 +541,12 @@ async fn a_resume_replays_from_the_first_part_and_then_there_is_nothing_left() {
     assert_eq!(replayed, text, "from the first part to the last");
     assert_eq!(parts.last(), Some(&json!("[DONE]")));
     // Read to its end: a reloaded page has nothing to resume.
-    assert_eq!(on_stream(&app, reqwest::Method::GET, "c2", None).await.status(), 204);
+    assert_eq!(
+        on_stream(&app, reqwest::Method::GET, "c2", None)
+            .await
+            .status(),
+        204
+    );
     assert_eq!(app.upstream.requests().len(), 1, "paid for once");
 }
 

@@ -172,7 +172,10 @@ impl Cluster {
     /// Redis has been unreachable for as long as a mirrored log lives.
     async fn run_mirror(&self, generation: &Arc<Generation>, owner: Caller) {
         let mut keys = Keys::new(generation.id());
-        keys.chat = generation.chat.as_ref().map(|chat| chat_key(owner, &chat.id));
+        keys.chat = generation
+            .chat
+            .as_ref()
+            .map(|chat| chat_key(owner, &chat.id));
         let running_ttl = self.ttl.max(Duration::from_secs(60));
         let mut backoff = Backoff::default();
         // Only the first announcement names the chat's generation: one
@@ -223,8 +226,7 @@ impl Cluster {
             .ignore()
             .set_options(&keys.alive, 1, lease_options())
             .ignore();
-        if let (Some(chat_key), Some(chat), false) =
-            (&keys.chat, &generation.chat, *chat_announced)
+        if let (Some(chat_key), Some(chat), false) = (&keys.chat, &generation.chat, *chat_announced)
         {
             announce
                 .del(chat_key)

@@ -135,9 +135,17 @@ impl UiEncoder {
                 name,
                 arguments,
                 choice: None | Some(0),
-            } => self.tool_call(*index, id.as_deref(), name.as_deref(), arguments.as_deref(), out),
+            } => self.tool_call(
+                *index,
+                id.as_deref(),
+                name.as_deref(),
+                arguments.as_deref(),
+                out,
+            ),
             // Only the first choice is a UI message.
-            StreamEvent::Token { .. } | StreamEvent::Reasoning { .. } | StreamEvent::ToolCall { .. } => {}
+            StreamEvent::Token { .. }
+            | StreamEvent::Reasoning { .. }
+            | StreamEvent::ToolCall { .. } => {}
             StreamEvent::Finish {
                 finish_reason,
                 usage,
@@ -197,7 +205,8 @@ impl UiEncoder {
                 self.close(out);
                 let call = Call {
                     index,
-                    id: id.map_or_else(|| format!("call_{}_{index}", self.stream_id), str::to_owned),
+                    id: id
+                        .map_or_else(|| format!("call_{}_{index}", self.stream_id), str::to_owned),
                     name: name.unwrap_or_default().to_owned(),
                     input: Some(String::new()),
                 };
@@ -276,7 +285,6 @@ impl UiEncoder {
         };
         out.push(part(&mut self.json, &error));
     }
-
 }
 
 fn part(json: &mut Vec<u8>, part: &Part<'_>) -> Event {
@@ -317,7 +325,11 @@ fn finish_reason(reason: FinishReason) -> &'static str {
 /// One part of the UI message stream, exactly as the SDK's schema names
 /// its fields.
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 enum Part<'a> {
     Start {
         message_id: &'a str,
@@ -500,7 +512,10 @@ mod tests {
             reasoning("m"),
             token("Hel"),
             token("lo"),
-            finish(FinishReason::Stop, Some(r#"{"prompt_tokens":3,"completion_tokens":2}"#)),
+            finish(
+                FinishReason::Stop,
+                Some(r#"{"prompt_tokens":3,"completion_tokens":2}"#),
+            ),
         ]))
         .await;
         let mut expected = opening().to_vec();

@@ -151,7 +151,9 @@ fn convert(index: usize, message: &Value, out: &mut Vec<Value>) -> Result<(), Er
             return Err(invalid(format!("`{field}.type` must be a string")));
         };
         match kind {
-            "text" => turn.content.push(json!({"type": "text", "text": text(part, &field)?})),
+            "text" => turn
+                .content
+                .push(json!({"type": "text", "text": text(part, &field)?})),
             "file" if role == "user" => turn.content.push(image(part, &field)?),
             "step-start" if role == "assistant" => turn.flush(out),
             _ if role == "assistant" && is_tool(kind) => {
@@ -269,10 +271,17 @@ impl Turn {
         message.insert("role".to_owned(), json!("assistant"));
         message.insert(
             "content".to_owned(),
-            if text.is_empty() { Value::Null } else { json!(text) },
+            if text.is_empty() {
+                Value::Null
+            } else {
+                json!(text)
+            },
         );
         if !self.calls.is_empty() {
-            message.insert("tool_calls".to_owned(), Value::Array(self.calls.drain(..).collect()));
+            message.insert(
+                "tool_calls".to_owned(),
+                Value::Array(self.calls.drain(..).collect()),
+            );
         }
         out.push(Value::Object(message));
         out.append(&mut self.results);
@@ -396,7 +405,8 @@ mod tests {
 
     #[test]
     fn regenerating_drops_the_answer_it_replaces_and_keeps_its_id() {
-        let answer = json!({"id": "a1", "role": "assistant", "parts": [{"type": "text", "text": "old"}]});
+        let answer =
+            json!({"id": "a1", "role": "assistant", "parts": [{"type": "text", "text": "old"}]});
         let (request, chat) = parsed(json!({
             "id": "c", "trigger": "regenerate-message",
             "messages": [user("u1", "hi"), answer.clone()]
@@ -431,19 +441,55 @@ mod tests {
         let cases = [
             (json!([]), "JSON object"),
             (json!({"messages": [hi]}), "`id` (the chat id) is required"),
-            (json!({"id": 5, "messages": [hi]}), "`id` (the chat id) must be a string"),
-            (json!({"id": "", "messages": [hi]}), "`id` must be 1 to 256 bytes"),
+            (
+                json!({"id": 5, "messages": [hi]}),
+                "`id` (the chat id) must be a string",
+            ),
+            (
+                json!({"id": "", "messages": [hi]}),
+                "`id` must be 1 to 256 bytes",
+            ),
             (json!({"id": "c"}), "`messages` is required"),
-            (json!({"id": "c", "messages": []}), "`messages` must not be empty"),
-            (json!({"id": "c", "messages": {}}), "`messages` must be an array"),
-            (json!({"id": "c", "messages": [hi], "trigger": "resume"}), "`trigger` must be"),
-            (json!({"id": "c", "messages": [hi], "messageId": 3}), "`messageId` must be"),
-            (json!({"id": "c", "messages": [7]}), "`messages[0]` must be an object"),
-            (json!({"id": "c", "messages": [{"role": "tool", "parts": []}]}), "`messages[0].role` must be"),
-            (json!({"id": "c", "messages": [{"role": "user"}]}), "`messages[0].parts` is required"),
-            (json!({"id": "c", "messages": [{"role": "user", "parts": []}]}), "`messages[0].parts` has no text or image"),
-            (json!({"id": "c", "messages": [{"role": "user", "parts": [{"text": "x"}]}]}), "`messages[0].parts[0].type` must be a string"),
-            (json!({"id": "c", "messages": [{"role": "user", "parts": [{"type": "text"}]}]}), "`messages[0].parts[0].text` must be a string"),
+            (
+                json!({"id": "c", "messages": []}),
+                "`messages` must not be empty",
+            ),
+            (
+                json!({"id": "c", "messages": {}}),
+                "`messages` must be an array",
+            ),
+            (
+                json!({"id": "c", "messages": [hi], "trigger": "resume"}),
+                "`trigger` must be",
+            ),
+            (
+                json!({"id": "c", "messages": [hi], "messageId": 3}),
+                "`messageId` must be",
+            ),
+            (
+                json!({"id": "c", "messages": [7]}),
+                "`messages[0]` must be an object",
+            ),
+            (
+                json!({"id": "c", "messages": [{"role": "tool", "parts": []}]}),
+                "`messages[0].role` must be",
+            ),
+            (
+                json!({"id": "c", "messages": [{"role": "user"}]}),
+                "`messages[0].parts` is required",
+            ),
+            (
+                json!({"id": "c", "messages": [{"role": "user", "parts": []}]}),
+                "`messages[0].parts` has no text or image",
+            ),
+            (
+                json!({"id": "c", "messages": [{"role": "user", "parts": [{"text": "x"}]}]}),
+                "`messages[0].parts[0].type` must be a string",
+            ),
+            (
+                json!({"id": "c", "messages": [{"role": "user", "parts": [{"type": "text"}]}]}),
+                "`messages[0].parts[0].text` must be a string",
+            ),
             (
                 json!({"id": "c", "messages": [{"role": "user", "parts": [{"type": "file", "mediaType": "application/pdf", "url": "u"}]}]}),
                 "`messages[0].parts[0].mediaType` `application/pdf`: only images",
@@ -460,14 +506,20 @@ mod tests {
                 json!({"id": "c", "messages": [hi, {"role": "assistant", "parts": [{"type": "tool-x", "toolCallId": "c", "state": "done"}]}]}),
                 "`messages[1].parts[0].state` `done` is not a tool call state",
             ),
-            (json!({"id": "c", "messages": [hi], "model": 4}), "`model` must be a non-empty string"),
+            (
+                json!({"id": "c", "messages": [hi], "model": 4}),
+                "`model` must be a non-empty string",
+            ),
         ];
         for (body, expected) in cases {
             let message = match parse(body.to_string().as_bytes()) {
                 Ok(_) => panic!("{body} should be refused"),
                 Err(error) => error.message(),
             };
-            assert!(message.contains(expected), "{body}: got {message:?}, wanted {expected:?}");
+            assert!(
+                message.contains(expected),
+                "{body}: got {message:?}, wanted {expected:?}"
+            );
         }
     }
 }

@@ -40,14 +40,12 @@ use crate::streams::{Caller, ChatRecord, Entry, Owner, StreamId};
 const UI_STREAM_HEADER: HeaderName = HeaderName::from_static("x-vercel-ai-ui-message-stream");
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/ui/chat", post(chat))
-        .route(
-            "/api/ui/chat/{chat_id}/stream",
-            get(resume)
-                .delete(stop)
-                .head(|| async { no_head("GET, DELETE") }),
-        )
+    Router::new().route("/api/ui/chat", post(chat)).route(
+        "/api/ui/chat/{chat_id}/stream",
+        get(resume)
+            .delete(stop)
+            .head(|| async { no_head("GET, DELETE") }),
+    )
 }
 
 /// `POST /api/ui/chat`: a new answer for the chat.
