@@ -8,8 +8,6 @@
 //! generation; with `REDIS_URL`, `cluster` keeps the same record for every
 //! replica.
 
-use std::sync::Arc;
-
 use super::{Caller, Generations, StreamId};
 use crate::lock::lock;
 
@@ -56,12 +54,7 @@ impl Generations {
 }
 
 /// Makes `stream` the latest generation of `chat`.
-pub(super) fn record(
-    registry: &Arc<super::Registry>,
-    owner: Caller,
-    chat: &Chat,
-    stream: StreamId,
-) {
+pub(super) fn record(registry: &super::Registry, owner: Caller, chat: &Chat, stream: StreamId) {
     let record = ChatRecord {
         stream,
         message_id: chat.message_id.clone(),

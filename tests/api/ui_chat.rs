@@ -597,3 +597,27 @@ async fn chats_are_scoped_by_key() {
     let unknown = on_stream(&app, reqwest::Method::DELETE, "never-was", Some("key-a")).await;
     assert_eq!(unknown.status(), 404);
 }
+
+#[tokio::test]
+async fn head_never_attaches_and_unknown_chats_have_nothing_to_stop() {
+    let app = spawn_app().await;
+
+    let head = on_stream(&app, reqwest::Method::HEAD, "c4", None).await;
+    let stop = on_stream(&app, reqwest::Method::DELETE, "c4", None).await;
+
+    assert_eq!(head.status(), 405);
+    assert_eq!(
+        head.headers()
+            .get("allow")
+            .and_then(|value| value.to_str().ok()),
+        Some("GET, DELETE")
+    );
+    assert_eq!(stop.status(), 404);
+    let error = json_body(stop).await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("chat `c4`")),
+        "{error}"
+    );
+}

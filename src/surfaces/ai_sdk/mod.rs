@@ -126,18 +126,22 @@ async fn stop(
 }
 
 /// The chat's latest generation: the shared store knows it on every
-/// replica, this process at least the ones it started.
+/// replica, this process at least the ones it started, which it still
+/// resumes while the store does not answer.
 async fn latest(
     state: &AppState,
     caller: Caller,
     chat_id: &str,
 ) -> Result<Option<ChatRecord>, Error> {
-    if let Some(cluster) = &state.cluster {
-        if let Some(record) = cluster.chat(caller, chat_id).await? {
-            return Ok(Some(record));
-        }
+    let here = || state.generations.chat(caller, chat_id);
+    match &state.cluster {
+        Some(cluster) => match cluster.chat(caller, chat_id).await {
+            Ok(Some(record)) => Ok(Some(record)),
+            Ok(None) => Ok(here()),
+            Err(error) => here().map(Some).ok_or(error),
+        },
+        None => Ok(here()),
     }
-    Ok(state.generations.chat(caller, chat_id))
 }
 
 /// The UI message stream of generation `stream_id`, chat `chat_id`'s
