@@ -252,6 +252,31 @@ async fn the_second_turn_sends_the_first_answer_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_goes_upstream_and_a_regenerated_answer_replaces_the_first() {
+    let app = spawn_app().await;
+    app.upstream.push(Reply::tokens(&["A cat."]));
+    app.upstream.push(Reply::tokens(&["A small cat."]));
+
+    let result = sdk(&app, "regenerate").await;
+
+    assert_eq!(result["error"], Value::Null, "{result}");
+    let question = json!([{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "text", "text": "what is this?"}
+    ]}]);
+    let requests = app.upstream.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].body["messages"], question);
+    assert_eq!(
+        requests[1].body["messages"], question,
+        "the answer being replaced is not sent"
+    );
+    let messages = result["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(messages.len(), 2, "{result}");
+    assert_eq!(text_of(&messages[1], "text"), "A small cat.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_ui_message_stream_builds_the_answer() {
     let app = spawn_app().await;
     app.upstream.push(Reply::tokens(&["Read ", "me."]));

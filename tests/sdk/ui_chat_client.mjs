@@ -5,6 +5,7 @@
 // Usage: node ui_chat_client.mjs API_URL SCENARIO, where SCENARIO is one of
 //   chat        send one message; report the answer
 //   two-turns   send two messages, the second after the first answer
+//   regenerate  send a message with an image, then regenerate the answer
 //   read        the transport's stream read with `readUIMessageStream`
 //   resume      the connection breaks after the first text; `resumeStream()`
 //   resume-none `resumeStream()` on a chat that never had an answer
@@ -147,13 +148,10 @@ const chatId = `chat-${scenario}-${process.pid}`;
 const result = { chat_id: chatId, status: null, error: null, messages: [], responses, read: null, delete_status: null };
 
 function newChat(fetchOptions) {
-  const errors = [];
-  const chat = new Chat({
+  return new Chat({
     id: chatId,
     transport: new DefaultChatTransport({ api, fetch: recordingFetch(fetchOptions) }),
-    onError: (error) => errors.push(error),
   });
-  return chat;
 }
 
 /** Waits until `chat` shows `text` in its last message, or `limit` ms. */
@@ -185,6 +183,14 @@ try {
       const chat = newChat();
       await chat.sendMessage({ text: "first question" });
       await chat.sendMessage({ text: "second question" });
+      finish(chat);
+      break;
+    }
+    case "regenerate": {
+      const chat = newChat();
+      const image = { type: "file", mediaType: "image/png", url: "data:image/png;base64,iVBORw0KGgo=" };
+      await chat.sendMessage({ text: "what is this?", files: [image] });
+      await chat.regenerate();
       finish(chat);
       break;
     }
