@@ -215,6 +215,71 @@ async fn a_tool_calls_input_reaches_the_sdk_parsed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_results_from_the_page_go_upstream_as_tool_messages() {
+    let app = spawn_app().await;
+    app.upstream
+        .push(Reply::fixture("openai-parallel-tool-calls.sse"));
+    app.upstream
+        .push(Reply::tokens(&["Sunny, and AAPL is up."]));
+
+    let result = sdk(&app, "tool-results").await;
+
+    assert_eq!(result["error"], Value::Null, "{result}");
+    let requests = app.upstream.requests();
+    assert_eq!(requests.len(), 2, "the SDK sent the results by itself");
+    let messages = requests[1].body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(messages.len(), 4, "{messages:?}");
+    assert_eq!(
+        messages[0],
+        json!({"role": "user", "content": "weather and stock?"})
+    );
+    let calls: Vec<(Value, Value, Value)> = messages[1]["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|call| {
+            let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
+            (
+                call["id"].clone(),
+                call["function"]["name"].clone(),
+                serde_json::from_str(arguments).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (
+                json!("call_JMW1whyEaYG438VE1OIflxA2"),
+                json!("GetWeatherArgs"),
+                json!({"city": "Edinburgh", "country": "GB", "units": "c"}),
+            ),
+            (
+                json!("call_DNYTawLBoN8fj3KN6qU9N1Ou"),
+                json!("get_stock_price"),
+                json!({"ticker": "AAPL", "exchange": "NASDAQ"}),
+            ),
+        ]
+    );
+    assert_eq!(
+        messages[2..],
+        [
+            json!({"role": "tool", "tool_call_id": "call_JMW1whyEaYG438VE1OIflxA2",
+                   "content": "{\"answered\":\"GetWeatherArgs\"}"}),
+            json!({"role": "tool", "tool_call_id": "call_DNYTawLBoN8fj3KN6qU9N1Ou",
+                   "content": "{\"answered\":\"get_stock_price\"}"}),
+        ]
+    );
+    // The answer continues the assistant message that made the calls.
+    let shown = result["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(shown.len(), 2, "{result}");
+    assert_eq!(text_of(&shown[1], "text"), "Sunny, and AAPL is up.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_turn_sends_the_first_answer_upstream() {
     let app = spawn_app().await;
     app.upstream.push(Reply::tokens(&["First ", "answer."]));

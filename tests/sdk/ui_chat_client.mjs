@@ -6,6 +6,7 @@
 //   chat        send one message; report the answer
 //   two-turns   send two messages, the second after the first answer
 //   regenerate  send a message with an image, then regenerate the answer
+//   tool-results answer every tool call in the page; the SDK sends the results
 //   read        the transport's stream read with `readUIMessageStream`
 //   resume      the connection breaks after the first text; `resumeStream()`
 //   resume-none `resumeStream()` on a chat that never had an answer
@@ -16,7 +17,12 @@
 // In `stop` it then waits for stdin to close, so that only the abort and the
 // DELETE can have ended the upstream request.
 
-import { AbstractChat, DefaultChatTransport, readUIMessageStream } from "ai";
+import {
+  AbstractChat,
+  DefaultChatTransport,
+  lastAssistantMessageIsCompleteWithToolCalls,
+  readUIMessageStream,
+} from "ai";
 
 import { describeError, waitForStdinToClose } from "./shared.mjs";
 
@@ -147,10 +153,11 @@ class Chat extends AbstractChat {
 const chatId = `chat-${scenario}-${process.pid}`;
 const result = { chat_id: chatId, status: null, error: null, messages: [], responses, read: null, delete_status: null };
 
-function newChat(fetchOptions) {
+function newChat(fetchOptions, options = {}) {
   return new Chat({
     id: chatId,
     transport: new DefaultChatTransport({ api, fetch: recordingFetch(fetchOptions) }),
+    ...options,
   });
 }
 
@@ -191,6 +198,25 @@ try {
       const image = { type: "file", mediaType: "image/png", url: "data:image/png;base64,iVBORw0KGgo=" };
       await chat.sendMessage({ text: "what is this?", files: [image] });
       await chat.regenerate();
+      finish(chat);
+      break;
+    }
+    case "tool-results": {
+      const chat = newChat(
+        {},
+        {
+          sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+          // Not awaited, as the SDK asks: the output is applied in turn.
+          onToolCall: ({ toolCall }) => {
+            chat.addToolOutput({
+              tool: toolCall.toolName,
+              toolCallId: toolCall.toolCallId,
+              output: { answered: toolCall.toolName },
+            });
+          },
+        },
+      );
+      await chat.sendMessage({ text: "weather and stock?" });
       finish(chat);
       break;
     }
