@@ -711,3 +711,32 @@ async fn head_never_attaches_and_unknown_chats_have_nothing_to_stop() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_new_answer_is_the_one_a_chat_resumes() {
+    let app = spawn_app_with(&[GRACE]).await;
+    app.upstream.push(Reply::tokens(&["first"]));
+    let (words, text) = words(10);
+    app.upstream.push(paced(&words, Duration::from_millis(20)));
+
+    // The first answer read to its end, then a second one left behind.
+    let first = Transcript::read(post(&app, &body("c5", "one"), None).await).await;
+    assert_eq!(first.status, 200);
+    let second = post(&app, &body("c5", "two"), None).await;
+    let second_id = stream_id_of(&second);
+    read_deltas_then_drop(second, 1).await;
+
+    let resumed = Transcript::read(on_stream(&app, reqwest::Method::GET, "c5", None).await).await;
+
+    assert_eq!(
+        resumed.status, 200,
+        "the second answer was not read to its end"
+    );
+    assert_eq!(resumed.header("x-stream-id"), Some(second_id.as_str()));
+    let replayed: String = parts(&resumed)
+        .iter()
+        .filter(|part| part["type"] == "text-delta")
+        .filter_map(|part| part["delta"].as_str())
+        .collect();
+    assert_eq!(replayed, text);
+}
