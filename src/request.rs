@@ -38,6 +38,12 @@ impl ChatRequest {
         Self::from_fields(fields)
     }
 
+    /// A body another surface has already turned into chat-completions
+    /// fields (the AI SDK's UI messages).
+    pub(crate) fn from_object(fields: Map<String, Value>) -> Result<Self, Error> {
+        Self::from_fields(fields)
+    }
+
     /// The `GET /api/chat?prompt=...&model=...` form.
     pub(crate) fn from_prompt(
         prompt: Option<String>,

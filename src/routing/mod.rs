@@ -31,7 +31,7 @@ use crate::policy::{Grant, Policy};
 use crate::providers::Provider;
 use crate::providers::uniform;
 use crate::request::ChatRequest;
-use crate::streams::{Caller, Follower, Generations, Source, StreamId};
+use crate::streams::{Follower, Generations, Owner, Source, StreamId};
 
 /// Model names and the upstreams behind them.
 #[derive(Debug)]
@@ -188,7 +188,7 @@ impl Routes {
         &self,
         generations: &Generations,
         metrics: &Metrics,
-        caller: Caller,
+        owner: impl Into<Owner>,
         grant: &Grant,
         mut request: ChatRequest,
     ) -> Result<(StreamId, Follower), Error> {
@@ -207,7 +207,7 @@ impl Routes {
         self.policy.afford(grant).await?;
         let prompt_chars = self.policy.prompt_chars(&request);
         // Reserve before calling an upstream, so a refused request costs nothing.
-        let ticket = generations.reserve(caller)?;
+        let ticket = generations.reserve(owner.into())?;
         let mut last = None;
         let mut request = Some(request);
         for (attempt, target) in attempts.iter().enumerate() {

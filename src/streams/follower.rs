@@ -204,6 +204,7 @@ mod tests {
         let generation = Arc::new(Generation {
             id: StreamId([7; 16]),
             owner: Caller::OPEN,
+            chat: None,
             model: "m".to_owned(),
             upstream: None,
             created: Instant::now(),

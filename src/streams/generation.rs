@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::log::{Log, wake_followers};
-use super::{Caller, Registry, Running, Source, StreamId};
+use super::{Caller, Chat, Registry, Running, Source, StreamId, chats};
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
 use crate::lock::lock;
 use crate::metrics::Cancellation;
@@ -26,6 +26,8 @@ pub(crate) struct Generation {
     pub(super) id: StreamId,
     /// The key that created it; only that key may resume or stop it.
     pub(super) owner: Caller,
+    /// The chat it answers, when a surface named one.
+    pub(super) chat: Option<Chat>,
     pub(super) model: String,
     /// The configured upstream serving it, when there are several.
     pub(super) upstream: Option<String>,
@@ -267,6 +269,9 @@ impl Generation {
 
     fn forget(&self) {
         lock(&self.registry.generations).remove(&self.id);
+        if let Some(chat) = &self.chat {
+            chats::forget(&self.registry, self.owner, chat, self.id);
+        }
         let bytes = std::mem::take(&mut lock(&self.log).bytes);
         self.registry
             .total_bytes

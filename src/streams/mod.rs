@@ -13,6 +13,7 @@
 //! With `REDIS_URL`, a [`Mirror`] (`cluster`) copies each log for the other
 //! replicas.
 
+mod chats;
 mod cluster;
 mod follower;
 mod generation;
@@ -37,11 +38,12 @@ use crate::event::StreamEvent;
 use crate::lock::lock;
 use crate::metrics::Metrics;
 
+pub(crate) use self::chats::{Chat, ChatRecord};
 pub(crate) use self::cluster::{Cluster, Elsewhere};
 pub(crate) use self::follower::{Entry, Follower, Position};
 pub(crate) use self::generation::Generation;
 use self::log::Log;
-pub(crate) use self::owner::{Caller, KeyId};
+pub(crate) use self::owner::{Caller, KeyId, Owner};
 
 /// The upstream side of a generation: batches of events a provider has
 /// already translated from its dialect, ending with a terminal event.
@@ -109,6 +111,8 @@ pub(crate) struct Generations {
 #[derive(Debug)]
 struct Registry {
     generations: Mutex<HashMap<StreamId, Arc<Generation>>>,
+    /// The latest generation of each chat; see `chats`.
+    chats: Mutex<HashMap<chats::ChatKey, ChatRecord>>,
     config: ResumeConfig,
     max_running: Option<usize>,
     running: AtomicUsize,
@@ -130,6 +134,7 @@ impl Generations {
         Self {
             registry: Arc::new(Registry {
                 generations: Mutex::default(),
+                chats: Mutex::default(),
                 config,
                 max_running,
                 running: AtomicUsize::new(0),
@@ -143,7 +148,7 @@ impl Generations {
 
     /// Takes a place for a new generation, or refuses with 503 when we are at
     /// a limit. Done before the upstream is called, so a refusal costs nothing.
-    pub(crate) fn reserve(&self, owner: Caller) -> Result<Ticket, Error> {
+    pub(crate) fn reserve(&self, owner: Owner) -> Result<Ticket, Error> {
         let registry = &self.registry;
         if registry.total_bytes.load(Ordering::Relaxed) >= registry.config.max_total_bytes {
             return Err(Error::Overloaded(
@@ -197,7 +202,7 @@ impl Generations {
 #[derive(Debug)]
 pub(crate) struct Ticket {
     permit: Running,
-    owner: Caller,
+    owner: Owner,
 }
 
 impl Ticket {
@@ -212,12 +217,22 @@ impl Ticket {
         upstream: Option<&str>,
         source: Pin<Box<dyn Source>>,
     ) -> Result<(StreamId, Follower), Error> {
-        let Self { permit, owner } = self;
+        let Self {
+            permit,
+            owner: Owner {
+                caller: owner,
+                chat,
+            },
+        } = self;
         let registry = Arc::clone(&permit.0);
         let id = StreamId::random()?;
+        if let Some(chat) = &chat {
+            chats::record(&registry, owner, chat, id);
+        }
         let generation = Arc::new(Generation {
             id,
             owner,
+            chat,
             model: model.to_owned(),
             upstream: upstream.map(str::to_owned),
             created: Instant::now(),

@@ -1,5 +1,8 @@
 //! Who owns a generation: an identity derived from the client key that
-//! created it, the same on every replica (`docs/PROTOCOL.md` §6).
+//! created it, the same on every replica (`docs/PROTOCOL.md` §6), and the
+//! chat it answers when a surface names one.
+
+use super::Chat;
 
 /// What a caller's identity is derived from, beside its key. Every replica
 /// uses the same, so that they agree on who owns a stream whatever order
@@ -77,6 +80,19 @@ impl std::fmt::Display for Caller {
             Some(id) => write!(f, "key:{id}"),
             None => f.write_str("open"),
         }
+    }
+}
+
+/// Whose a new generation is: its caller, and the chat it answers, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) caller: Caller,
+    pub(crate) chat: Option<Chat>,
+}
+
+impl From<Caller> for Owner {
+    fn from(caller: Caller) -> Self {
+        Self { caller, chat: None }
     }
 }
 

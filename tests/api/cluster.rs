@@ -760,3 +760,121 @@ fn budget_keys(redis: &Redis) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// `POST /api/ui/chat` on `base` for chat `chat_id`, answered 200.
+async fn start_ui_chat(base: &str, chat_id: &str) -> reqwest::Response {
+    let body = json!({
+        "id": chat_id,
+        "trigger": "submit-message",
+        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "count"}]}],
+    });
+    let response = http_client()
+        .post(format!("{base}/api/ui/chat"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(response.status(), 200);
+    response
+}
+
+async fn ui_chat_stream(base: &str, method: reqwest::Method, chat_id: &str) -> reqwest::Response {
+    http_client()
+        .request(method, format!("{base}/api/ui/chat/{chat_id}/stream"))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[tokio::test]
+async fn a_chat_resumes_by_its_id_on_another_replica_and_stops_from_any() {
+    let redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let (reply, text) = numbered(30, Duration::from_millis(30));
+    upstream.push(reply);
+    let (_a, on_a) = replica("ui-chat-a", &redis, &upstream);
+    let (_b, on_b) = replica("ui-chat-b", &redis, &upstream);
+
+    // Started on A, dropped after a few words, resumed by chat id on B.
+    let mut first = start_ui_chat(&on_a, "chat-1").await;
+    let stream_id = stream_id_of(&first);
+    let mut seen = String::new();
+    while seen.matches(r#""type":"text-delta""#).count() < 3 {
+        match tokio::time::timeout(Duration::from_secs(10), first.chunk()).await {
+            Ok(Ok(Some(piece))) => seen.push_str(&String::from_utf8_lossy(&piece)),
+            other => panic!("the stream ended early: {other:?}"),
+        }
+    }
+    drop(first);
+    let resumed =
+        Transcript::read(ui_chat_stream(&on_b, reqwest::Method::GET, "chat-1").await).await;
+
+    assert_eq!(resumed.status, 200);
+    assert_eq!(resumed.header("x-vercel-ai-ui-message-stream"), Some("v1"));
+    let parts: Vec<serde_json::Value> = resumed.events();
+    assert_eq!(parts[0]["type"], "start");
+    assert_eq!(parts[0]["messageId"], format!("msg-{stream_id}"));
+    let replayed: String = parts
+        .iter()
+        .filter(|part| part["type"] == "text-delta")
+        .filter_map(|part| part["delta"].as_str())
+        .collect();
+    assert_eq!(replayed, text, "from the first part, nothing twice");
+    assert!(resumed.ends_with_done());
+    assert_eq!(upstream.requests().len(), 1, "paid for once");
+    // Read to its end on B: A has nothing left to resume either.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = ui_chat_stream(&on_a, reqwest::Method::GET, "chat-1")
+            .await
+            .status();
+        if status == 204 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A still resumes a chat read to its end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Started on A, stopped through B.
+    let (reply, _) = numbered(300, Duration::from_millis(30));
+    upstream.push(reply);
+    let running = start_ui_chat(&on_a, "chat-2").await;
+    let running_id = stream_id_of(&running);
+    // A names the chat in the store as it starts mirroring, moments after
+    // its answer began.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = ui_chat_stream(&on_b, reqwest::Method::DELETE, "chat-2")
+            .await
+            .status();
+        if status == 204 {
+            break;
+        }
+        assert_eq!(status, 404);
+        assert!(Instant::now() < deadline, "B never found chat-2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        upstream.wait_dropped(1, Duration::from_secs(5)).await,
+        "A's upstream request was dropped"
+    );
+    let rest = Transcript::read(running).await;
+    let finish = rest
+        .events()
+        .into_iter()
+        .rev()
+        .find(|part| part["type"] == "finish");
+    assert_eq!(
+        finish.map(|part| part["finishReason"].clone()),
+        Some(json!("other"))
+    );
+    let chat = redis.command(&["HGET", "tokenrelay:chat:open:chat-2", "stream"]);
+    assert!(
+        chat.contains(&running_id),
+        "the store names the chat's stream: {chat:?}"
+    );
+}

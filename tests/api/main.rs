@@ -27,3 +27,4 @@ mod routing;
 mod safety;
 mod sdk;
 mod secrets;
+mod ui_chat;

@@ -2,7 +2,9 @@
 //! SDKs and the Vercel AI SDK, installed into `tests/sdk` by
 //! `scripts/setup.sh`. Each scenario runs every client's script as a
 //! subprocess against its own proxy and fake upstream, and asserts on the
-//! JSON line the script prints: what a user of that SDK would see.
+//! JSON line the script prints: what a user of that SDK would see. The AI
+//! SDK's chat side, on `/api/ui/chat`, runs through the same [`Script`]
+//! from `ui_chat`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -210,31 +212,42 @@ async fn run_all(scenario: &str, reply: impl Fn() -> Reply) -> Vec<(Client, Valu
 }
 
 /// One client script, running.
-struct Script {
-    client: Client,
+pub(crate) struct Script {
+    /// What the test calls it in its messages.
+    name: String,
     child: Child,
     /// Held open until [`Script::finish`]: the early-close scripts wait for it.
     stdin: Option<ChildStdin>,
     stderr: std::thread::JoinHandle<String>,
     /// The JSON line it printed.
-    result: Value,
+    pub(crate) result: Value,
 }
 
 impl Script {
     /// Starts `client`'s script for `scenario` against `app` and waits for
     /// its result line.
     async fn start(client: Client, app: &TestApp, scenario: &str) -> Script {
-        let base_url = app.url("/v1");
-        let mut child = client
-            .command()
-            .args([base_url.as_str(), scenario])
+        let name = format!("{client:?}");
+        Script::spawn(name, client.command(), &app.url("/v1"), scenario).await
+    }
+
+    /// Starts `command BASE_URL SCENARIO` in `tests/sdk` and waits for its
+    /// result line.
+    pub(crate) async fn spawn(
+        name: String,
+        mut command: Command,
+        base_url: &str,
+        scenario: &str,
+    ) -> Script {
+        let mut child = command
+            .args([base_url, scenario])
             .current_dir(sdk_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|error| {
-                panic!("{client:?}: could not start its script ({error}); {SETUP}")
+                panic!("{name}: could not start its script ({error}); {SETUP}")
             });
         let stdin = child.stdin.take();
         let mut stderr_pipe = child.stderr.take();
@@ -259,7 +272,7 @@ impl Script {
         )
         .await;
         let mut script = Script {
-            client,
+            name,
             child,
             stdin,
             stderr,
@@ -268,20 +281,22 @@ impl Script {
         match line {
             Ok(Ok(line)) if !line.trim().is_empty() => {
                 script.result = serde_json::from_str(&line).unwrap_or_else(|error| {
-                    panic!("{client:?} {scenario}: the result is not JSON ({error}): {line}")
+                    let name = &script.name;
+                    panic!("{name} {scenario}: the result is not JSON ({error}): {line}")
                 });
                 script
             }
             _ => {
                 let stderr = script.stop().await;
-                panic!("{client:?} {scenario}: the script printed no result\n{stderr}");
+                let name = &script.name;
+                panic!("{name} {scenario}: the script printed no result\n{stderr}");
             }
         }
     }
 
     /// Lets the script end (closing its stdin) and checks it ended well.
-    async fn finish(mut self) {
-        let client = self.client;
+    pub(crate) async fn finish(mut self) {
+        let name = self.name;
         self.stdin.take();
         let mut child = self.child;
         let exited = tokio::time::timeout(
@@ -297,9 +312,9 @@ impl Script {
             Ok(Ok((_, Ok(status)))) if status.success() => {}
             Ok(Ok((_, status))) => {
                 let stderr = stderr.join().unwrap_or_default();
-                panic!("{client:?}: the script failed ({status:?})\n{stderr}");
+                panic!("{name}: the script failed ({status:?})\n{stderr}");
             }
-            _ => panic!("{client:?}: the script did not exit after its stdin closed"),
+            _ => panic!("{name}: the script did not exit after its stdin closed"),
         }
     }
 
@@ -333,20 +348,21 @@ impl Client {
                 command.arg("python_client.py");
                 command
             }
-            Client::Node | Client::AiSdk => {
-                for package in ["openai", "ai", "@ai-sdk/openai-compatible"] {
-                    let path = dir.join("node_modules").join(package);
-                    assert!(path.exists(), "{} is missing; {SETUP}", path.display());
-                }
-                let mut command = Command::new("node");
-                command.arg(match self {
-                    Client::Node => "node_client.mjs",
-                    _ => "ai_sdk_client.mjs",
-                });
-                command
-            }
+            Client::Node => node_script("node_client.mjs"),
+            Client::AiSdk => node_script("ai_sdk_client.mjs"),
         }
     }
+}
+
+/// `node script`, failing the test when the Node clients are not installed.
+pub(crate) fn node_script(script: &str) -> Command {
+    for package in ["openai", "ai", "@ai-sdk/openai-compatible"] {
+        let path = sdk_dir().join("node_modules").join(package);
+        assert!(path.exists(), "{} is missing; {SETUP}", path.display());
+    }
+    let mut command = Command::new("node");
+    command.arg(script);
+    command
 }
 
 fn sdk_dir() -> PathBuf {

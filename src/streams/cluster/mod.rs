@@ -19,7 +19,9 @@
 //!
 //! Keys, per stream id: `tokenrelay:{id}:log` (the events, entry id
 //! `0-<seq+1>`, field `e` = JSON), `tokenrelay:{id}:meta` (hash: `owner`,
-//! `done`), `tokenrelay:{id}:alive`, `tokenrelay:{id}:listening`; per
+//! `done`), `tokenrelay:{id}:alive`, `tokenrelay:{id}:listening`; per chat
+//! (`streams::chats`), `tokenrelay:chat:{owner}:{chat_id}` (hash: `stream`,
+//! `message`, `seen`), which lives as long as its generation's log; per
 //! caller and minute, `tokenrelay:{budget:<caller>}:<minute>` (tokens spent,
 //! `TOKENS_PER_MINUTE`); and the channel `tokenrelay:stop`.
 
@@ -39,7 +41,7 @@ mod remote;
 
 use self::link::{Backoff, Link, RedisFailure, deadline};
 use self::remote::{Remote, seq_of};
-use super::{Caller, Entry, Generation, Generations, Mirror, StreamId};
+use super::{Caller, ChatRecord, Entry, Generation, Generations, Mirror, StreamId};
 use crate::error::Error;
 use crate::event::StreamEvent;
 
@@ -170,12 +172,26 @@ impl Cluster {
     /// Mirrors through any number of Redis failures; gives up only after
     /// Redis has been unreachable for as long as a mirrored log lives.
     async fn run_mirror(&self, generation: &Arc<Generation>, owner: Caller) {
-        let keys = Keys::new(generation.id());
+        let mut keys = Keys::new(generation.id());
+        keys.chat = generation
+            .chat
+            .as_ref()
+            .map(|chat| chat_key(owner, &chat.id));
         let running_ttl = self.ttl.max(Duration::from_secs(60));
         let mut backoff = Backoff::default();
+        // Only the first announcement names the chat's generation: one
+        // announced again after a failure may have been succeeded by a newer.
+        let mut chat_announced = false;
         loop {
             let Err(failure) = self
-                .mirror_from_redis_end(generation, owner, &keys, running_ttl, &mut backoff)
+                .mirror_from_redis_end(
+                    generation,
+                    owner,
+                    &keys,
+                    running_ttl,
+                    &mut backoff,
+                    &mut chat_announced,
+                )
                 .await
             else {
                 return;
@@ -201,6 +217,7 @@ impl Cluster {
         keys: &Keys,
         running_ttl: Duration,
         backoff: &mut Backoff,
+        chat_announced: &mut bool,
     ) -> Result<(), RedisFailure> {
         let mut announce = redis::pipe();
         announce
@@ -209,9 +226,23 @@ impl Cluster {
             .pexpire(&keys.meta, expiry(running_ttl))
             .ignore()
             .set_options(&keys.alive, 1, lease_options())
-            .ignore()
-            .xrevrange_count(&keys.log, "+", "-", 1);
+            .ignore();
+        if let (Some(chat_key), Some(chat), false) = (&keys.chat, &generation.chat, *chat_announced)
+        {
+            announce
+                .del(chat_key)
+                .ignore()
+                .hset(chat_key, "stream", generation.id().to_string())
+                .ignore()
+                .pexpire(chat_key, expiry(running_ttl))
+                .ignore();
+            if let Some(message_id) = &chat.message_id {
+                announce.hset(chat_key, "message", message_id).ignore();
+            }
+        }
+        announce.xrevrange_count(&keys.log, "+", "-", 1);
         let (top,): (StreamRangeReply,) = self.link.query(&announce, COMMAND_TIMEOUT).await?;
+        *chat_announced = true;
         backoff.succeeded();
         let next = top
             .ids
@@ -272,6 +303,9 @@ impl Cluster {
         let ttl = if finished { self.ttl } else { running_ttl };
         pipe.pexpire(&keys.log, expiry(ttl)).ignore();
         pipe.pexpire(&keys.meta, expiry(ttl)).ignore();
+        if let Some(chat_key) = &keys.chat {
+            pipe.pexpire(chat_key, expiry(ttl)).ignore();
+        }
         if finished {
             pipe.hset(&keys.meta, "done", 1).ignore();
             pipe.del(&keys.alive).ignore();
@@ -383,6 +417,51 @@ impl Cluster {
             .map_err(unavailable)
     }
 
+    /// The chat `id` of `caller`, as the replica that runs its latest
+    /// generation announced it; `None` when no replica knows it.
+    pub(crate) async fn chat(&self, caller: Caller, id: &str) -> Result<Option<ChatRecord>, Error> {
+        let mut read = redis::pipe();
+        read.cmd("HMGET")
+            .arg(chat_key(caller, id))
+            .arg("stream")
+            .arg("message")
+            .arg("seen");
+        let ((stream, message_id, seen),): ((Option<String>, Option<String>, Option<String>),) =
+            self.link
+                .query(&read, COMMAND_TIMEOUT)
+                .await
+                .map_err(unavailable)?;
+        Ok(stream
+            .as_deref()
+            .and_then(StreamId::parse)
+            .map(|stream| ChatRecord {
+                stream,
+                message_id,
+                seen: seen.is_some(),
+            }))
+    }
+
+    /// Notes for every replica that a client read `stream`, chat `id`'s
+    /// generation, to its end; a newer generation of the chat is left as it is.
+    pub(crate) async fn chat_seen(
+        &self,
+        caller: Caller,
+        id: &str,
+        stream: StreamId,
+    ) -> Result<(), Error> {
+        let mut seen = redis::pipe();
+        seen.cmd("EVAL")
+            .arg(MARK_SEEN)
+            .arg(1)
+            .arg(chat_key(caller, id))
+            .arg(stream.to_string())
+            .ignore();
+        self.link
+            .query::<()>(&seen, COMMAND_TIMEOUT)
+            .await
+            .map_err(unavailable)
+    }
+
     /// Whether Redis answers now, for `/readyz`; why not, when it does not.
     pub(crate) async fn ping(&self) -> Result<(), String> {
         let mut ping = redis::pipe();
@@ -466,6 +545,8 @@ struct Keys {
     meta: String,
     alive: String,
     listening: String,
+    /// The record of the chat the generation answers, if it answers one.
+    chat: Option<String>,
 }
 
 impl Keys {
@@ -475,8 +556,19 @@ impl Keys {
             meta: format!("tokenrelay:{id}:meta"),
             alive: format!("tokenrelay:{id}:alive"),
             listening: format!("tokenrelay:{id}:listening"),
+            chat: None,
         }
     }
+}
+
+/// Marks a chat's record seen only while it still names the stream that
+/// was read to its end.
+const MARK_SEEN: &str = "if redis.call('HGET', KEYS[1], 'stream') == ARGV[1] then \
+     redis.call('HSET', KEYS[1], 'seen', '1') end return 0";
+
+/// Scoped by the owner, so that another key naming the same chat finds nothing.
+fn chat_key(owner: Caller, id: &str) -> String {
+    format!("tokenrelay:chat:{}:{id}", owner_tag(owner))
 }
 
 fn owner_tag(caller: Caller) -> String {

@@ -12,13 +12,14 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
+use super::attach::{self, Attached, Entries, attach};
 use super::sse;
 use crate::error::Error;
 use crate::http::extract::{JsonBody, Path, Query};
 use crate::policy::Grant;
 use crate::request::ChatRequest;
 use crate::state::AppState;
-use crate::streams::{Caller, Elsewhere, Position, StreamId};
+use crate::streams::{Caller, StreamId};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -46,8 +47,8 @@ async fn chat(
     request: Request,
 ) -> Result<Response, Error> {
     if let Some(point) = last_event_id(&headers, None)? {
-        return match attach(&state, caller, point).await? {
-            Attached::Following(response) => Ok(response),
+        return match attach(&state, caller, point.id, point.from).await? {
+            Attached::Following(entries) => Ok(follow(&state, point.id, entries)),
             Attached::AllSeen => Ok(StatusCode::NO_CONTENT.into_response()),
             Attached::Unknown => Err(unknown_stream(&point.id.to_string())),
         };
@@ -76,8 +77,8 @@ async fn chat_from_query(
     Query(query): Query<ChatQuery>,
 ) -> Result<Response, Error> {
     if let Some(point) = last_event_id(&headers, query.last_event_id.as_deref())? {
-        return match attach(&state, caller, point).await? {
-            Attached::Following(response) => Ok(response),
+        return match attach(&state, caller, point.id, point.from).await? {
+            Attached::Following(entries) => Ok(follow(&state, point.id, entries)),
             Attached::AllSeen | Attached::Unknown => Ok(StatusCode::NO_CONTENT.into_response()),
         };
     }
@@ -113,8 +114,8 @@ async fn events(
         }
         None => ResumePoint { id, from: 0 },
     };
-    match attach(&state, caller, point).await? {
-        Attached::Following(response) => Ok(response),
+    match attach(&state, caller, point.id, point.from).await? {
+        Attached::Following(entries) => Ok(follow(&state, id, entries)),
         Attached::AllSeen => Ok(StatusCode::NO_CONTENT.into_response()),
         Attached::Unknown => Err(unknown_stream(&stream_id)),
     }
@@ -127,21 +128,17 @@ async fn stop(
     Path(stream_id): Path<String>,
 ) -> Result<StatusCode, Error> {
     let id = parse_stream_id(&stream_id)?;
-    if let Some(generation) = state.generations.find(id, caller) {
-        generation.stop();
-        return Ok(StatusCode::NO_CONTENT);
-    }
-    // Running on another replica: ask it, through the shared store.
-    match &state.cluster {
-        Some(cluster) if cluster.stop(id, caller).await? => Ok(StatusCode::NO_CONTENT),
-        _ => Err(unknown_stream(&stream_id)),
+    if attach::stop(&state, caller, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(unknown_stream(&stream_id))
     }
 }
 
 /// `HEAD` where `GET` streams: axum would answer it by running the `GET`
 /// handler, which starts a billed generation (or attaches to one) for a
 /// client that reads nothing.
-fn no_head(allow: &'static str) -> Response {
+pub(super) fn no_head(allow: &'static str) -> Response {
     let mut response = Error::MethodNotAllowed.into_response();
     response
         .headers_mut()
@@ -170,50 +167,8 @@ struct ResumePoint {
     from: u64,
 }
 
-/// What attaching to a generation found.
-enum Attached {
-    Following(Response),
-    /// It is over and the client read all of it.
-    AllSeen,
-    /// No replica knows it for this caller.
-    Unknown,
-}
-
-/// A follower of a generation from a resume point: here when this process
-/// runs it, else through the shared store.
-async fn attach(state: &AppState, caller: Caller, point: ResumePoint) -> Result<Attached, Error> {
-    let ResumePoint { id, from } = point;
-    let keepalive = state.config.keepalive;
-    let attached = match state.generations.find(id, caller) {
-        Some(generation) => match generation.position(from) {
-            Position::Kept => {
-                Attached::Following(sse::response(id, generation.follow(from), keepalive))
-            }
-            Position::AllSeen => Attached::AllSeen,
-            Position::PastEnd { end } => return Err(past_the_end(from, end)),
-        },
-        None => match &state.cluster {
-            Some(cluster) => match cluster.follow(id, caller, from).await? {
-                Some(Elsewhere::Following(remote)) => {
-                    Attached::Following(sse::response(id, remote, keepalive))
-                }
-                Some(Elsewhere::AllSeen) => Attached::AllSeen,
-                None => Attached::Unknown,
-            },
-            None => Attached::Unknown,
-        },
-    };
-    if matches!(attached, Attached::Following(_)) && from > 0 {
-        state.metrics.resume();
-    }
-    Ok(attached)
-}
-
-fn past_the_end(from: u64, end: u64) -> Error {
-    Error::InvalidRequest(format!(
-        "`Last-Event-ID` names event {}, but the stream has only {end} events so far",
-        from.saturating_sub(1)
-    ))
+fn follow(state: &AppState, id: StreamId, entries: Entries) -> Response {
+    sse::response(id, entries, state.config.keepalive)
 }
 
 /// `Last-Event-ID: <stream_id>:<seq>` from the header, else from the
