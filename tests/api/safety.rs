@@ -16,14 +16,43 @@ use crate::openai::post_v1;
 
 const SECRET: &str = "a-secret-of-at-least-thirty-two-characters";
 
-/// `body` POSTed to `/api/chat` and to `/v1/chat/completions`: the status
-/// and error body of each.
-async fn both_surfaces(app: &TestApp, body: &Value) -> [(u16, Value); 2] {
+/// `body` POSTed to `/api/chat`, to `/v1/chat/completions` and, as the AI
+/// SDK would send it, to `/api/ui/chat`: the status and error body of each.
+async fn every_surface(app: &TestApp, body: &Value) -> [(u16, Value); 3] {
     let ours = app.post_chat(body).await;
     let ours = (ours.status().as_u16(), json_body(ours).await);
     let theirs = post_v1(app, body).await;
     let theirs = (theirs.status().as_u16(), json_body(theirs).await);
-    [ours, theirs]
+    let ui = app
+        .client
+        .post(app.url("/api/ui/chat"))
+        .header("content-type", "application/json")
+        .body(as_ui_chat(body).to_string())
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("POST /api/ui/chat: {error}"));
+    let ui = (ui.status().as_u16(), json_body(ui).await);
+    [ours, theirs, ui]
+}
+
+/// A chat-completions body as `DefaultChatTransport` sends it: UI messages
+/// of text parts, the other fields beside them.
+fn as_ui_chat(body: &Value) -> Value {
+    let mut ui = body.clone();
+    let messages: Vec<Value> = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(index, message)| {
+            json!({"id": format!("m{index}"), "role": message["role"],
+                   "parts": [{"type": "text", "text": message["content"]}]})
+        })
+        .collect();
+    ui["messages"] = json!(messages);
+    ui["id"] = json!("chat-1");
+    ui["trigger"] = json!("submit-message");
+    ui
 }
 
 fn chats_sent(app: &TestApp) -> Vec<Value> {
@@ -73,7 +102,7 @@ async fn what_a_caller_may_ask_for_is_held_to_on_every_surface() {
 
     for (body, limit) in cases {
         // Act
-        let answers = both_surfaces(&app, &body).await;
+        let answers = every_surface(&app, &body).await;
 
         // Assert
         for (status, error) in answers {
