@@ -56,9 +56,11 @@ pub fn app(state: AppState) -> Router {
     http::router(state, surfaces::router())
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, gives open streams
-/// `SHUTDOWN_GRACE_SECS` to finish, ends the rest with `shutting_down`, and
-/// closes whatever is still open shortly after.
+/// Serves (over HTTPS when `TLS_CERT_FILE` is set) until `shutdown`
+/// resolves, then stops accepting, gives open streams `SHUTDOWN_GRACE_SECS`
+/// to finish, ends the rest with `shutting_down`, and closes whatever is
+/// still open shortly after. Fails at once if the certificate files no
+/// longer load.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -71,8 +73,18 @@ pub async fn serve(
         request_timeout: state.config.request_timeout,
         max_body_bytes: state.config.max_body_bytes,
         shutdown_grace: grace,
+        http2_max_streams: state.config.http2.max_concurrent_streams,
+        http2_ping_interval: state.config.http2.ping_interval,
+        http2_ping_timeout: state.config.http2.ping_timeout,
     };
-    server::run(listener, app(state), limits, shutdown, move || {
+    let tls = match &state.config.tls {
+        Some(files) => Some(
+            server::tls::Tls::load(&files.cert, &files.key)
+                .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?,
+        ),
+        None => None,
+    };
+    server::run(listener, app(state), limits, tls, shutdown, move || {
         tracing::info!(
             grace_secs = grace.as_secs_f64(),
             "shutting down: no new connections"

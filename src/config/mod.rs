@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 mod file;
@@ -37,6 +38,31 @@ pub const SETTINGS: &[Setting] = &[
         "LISTEN_ADDR",
         Some("127.0.0.1:3000"),
         "Address to serve on.",
+    ),
+    setting(
+        "TLS_CERT_FILE",
+        None,
+        "PEM certificate chain, the server's own first; with TLS_KEY_FILE, LISTEN_ADDR serves HTTPS (HTTP/2 and HTTP/1.1). Read again when it changes.",
+    ),
+    setting(
+        "TLS_KEY_FILE",
+        None,
+        "PEM private key of TLS_CERT_FILE's certificate: RSA or ECDSA, as PKCS#8, PKCS#1 or SEC1.",
+    ),
+    setting(
+        "HTTP2_MAX_CONCURRENT_STREAMS",
+        Some("250"),
+        "Most requests open at once on one HTTP/2 connection.",
+    ),
+    setting(
+        "HTTP2_PING_INTERVAL_SECS",
+        Some("20"),
+        "Seconds of silence on an HTTP/2 connection before it is pinged.",
+    ),
+    setting(
+        "HTTP2_PING_TIMEOUT_SECS",
+        Some("20"),
+        "Seconds an HTTP/2 peer has to answer a ping before the connection is closed as dead.",
     ),
     setting(
         "TOKENRELAY_CONFIG",
@@ -169,6 +195,9 @@ pub const SETTINGS: &[Setting] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    /// `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    pub http2: Http2Config,
     /// `None` runs the built-in demo model.
     pub upstream_base_url: Option<String>,
     pub upstream_api_key: Option<Secret>,
@@ -192,6 +221,22 @@ pub struct Config {
     /// `TOKENRELAY_CONFIG` names; `None` is the one-upstream shorthand of
     /// the `UPSTREAM_*` settings.
     pub topology: Option<Topology>,
+}
+
+/// The certificate chain and private key HTTPS is served with; both were
+/// loaded once at parsing, so a typo stops the server at start.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// HTTP/2 settings that suit long streams.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Config {
+    pub max_concurrent_streams: u32,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
 }
 
 /// The four separate upstream timeouts; there is deliberately no single
@@ -260,6 +305,13 @@ impl Config {
         let source = Lookup { lookup: &lookup };
         let mut config = Self {
             listen_addr: source.parsed("LISTEN_ADDR", "an address such as 127.0.0.1:3000")?,
+            tls: source.tls_files()?,
+            http2: Http2Config {
+                max_concurrent_streams: source
+                    .count("HTTP2_MAX_CONCURRENT_STREAMS", 1..=u32::MAX)?,
+                ping_interval: source.positive_secs("HTTP2_PING_INTERVAL_SECS")?,
+                ping_timeout: source.positive_secs("HTTP2_PING_TIMEOUT_SECS")?,
+            },
             upstream_base_url: source.base_url()?,
             upstream_api_key: source.text("UPSTREAM_API_KEY").map(Secret),
             default_model: source.text("DEFAULT_MODEL"),
@@ -471,6 +523,34 @@ impl Lookup<'_> {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Both TLS files or neither; the pair must load as a certificate.
+    fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let files = match (self.text("TLS_CERT_FILE"), self.text("TLS_KEY_FILE")) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            },
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    variable: "TLS_KEY_FILE",
+                    message: "unset, but TLS_CERT_FILE is set: HTTPS needs both".to_owned(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    variable: "TLS_CERT_FILE",
+                    message: "unset, but TLS_KEY_FILE is set: HTTPS needs both".to_owned(),
+                });
+            }
+        };
+        crate::server::tls::check(&files.cert, &files.key).map_err(|error| ConfigError {
+            variable: error.file.variable(),
+            message: error.message,
+        })?;
+        Ok(Some(files))
     }
 
     fn base_url(&self) -> Result<Option<String>, ConfigError> {
