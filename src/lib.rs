@@ -59,8 +59,7 @@ pub fn app(state: AppState) -> Router {
 /// Serves (over HTTPS when `TLS_CERT_FILE` is set) until `shutdown`
 /// resolves, then stops accepting, gives open streams `SHUTDOWN_GRACE_SECS`
 /// to finish, ends the rest with `shutting_down`, and closes whatever is
-/// still open shortly after. Fails at once if the certificate files no
-/// longer load.
+/// still open shortly after.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -77,13 +76,7 @@ pub async fn serve(
         http2_ping_interval: state.config.http2.ping_interval,
         http2_ping_timeout: state.config.http2.ping_timeout,
     };
-    let tls = match &state.config.tls {
-        Some(files) => Some(
-            server::tls::Tls::load(&files.cert, &files.key)
-                .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?,
-        ),
-        None => None,
-    };
+    let tls = state.config.tls.as_ref().map(config::TlsFiles::server);
     server::run(listener, app(state), limits, tls, shutdown, move || {
         tracing::info!(
             grace_secs = grace.as_secs_f64(),

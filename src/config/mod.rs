@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod file;
@@ -223,12 +224,20 @@ pub struct Config {
     pub topology: Option<Topology>,
 }
 
-/// The certificate chain and private key HTTPS is served with; both were
-/// loaded once at parsing, so a typo stops the server at start.
+/// The certificate chain and private key HTTPS is served with, loaded
+/// while parsing: a bad file stops the server at start, and what was
+/// checked then is what is served.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    loaded: Arc<crate::server::tls::Tls>,
+}
+
+impl TlsFiles {
+    pub(crate) fn server(&self) -> Arc<crate::server::tls::Tls> {
+        Arc::clone(&self.loaded)
+    }
 }
 
 /// HTTP/2 settings that suit long streams.
@@ -527,30 +536,32 @@ impl Lookup<'_> {
 
     /// Both TLS files or neither; the pair must load as a certificate.
     fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
-        let files = match (self.text("TLS_CERT_FILE"), self.text("TLS_KEY_FILE")) {
-            (None, None) => return Ok(None),
-            (Some(cert), Some(key)) => TlsFiles {
-                cert: cert.into(),
-                key: key.into(),
-            },
-            (Some(_), None) => {
-                return Err(ConfigError {
-                    variable: "TLS_KEY_FILE",
-                    message: "unset, but TLS_CERT_FILE is set: HTTPS needs both".to_owned(),
-                });
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError {
-                    variable: "TLS_CERT_FILE",
-                    message: "unset, but TLS_KEY_FILE is set: HTTPS needs both".to_owned(),
-                });
-            }
-        };
-        crate::server::tls::check(&files.cert, &files.key).map_err(|error| ConfigError {
+        let (cert, key): (PathBuf, PathBuf) =
+            match (self.text("TLS_CERT_FILE"), self.text("TLS_KEY_FILE")) {
+                (None, None) => return Ok(None),
+                (Some(cert), Some(key)) => (cert.into(), key.into()),
+                (Some(_), None) => {
+                    return Err(ConfigError {
+                        variable: "TLS_KEY_FILE",
+                        message: "unset, but TLS_CERT_FILE is set: HTTPS needs both".to_owned(),
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError {
+                        variable: "TLS_CERT_FILE",
+                        message: "unset, but TLS_KEY_FILE is set: HTTPS needs both".to_owned(),
+                    });
+                }
+            };
+        let loaded = crate::server::tls::Tls::load(&cert, &key).map_err(|error| ConfigError {
             variable: error.file.variable(),
             message: error.message,
         })?;
-        Ok(Some(files))
+        Ok(Some(TlsFiles {
+            cert,
+            key,
+            loaded: Arc::new(loaded),
+        }))
     }
 
     fn base_url(&self) -> Result<Option<String>, ConfigError> {

@@ -84,7 +84,7 @@ pub(crate) async fn run(
     listener: TcpListener,
     router: Router,
     limits: Limits,
-    tls: Option<tls::Tls>,
+    tls: Option<Arc<tls::Tls>>,
     shutdown: impl Future<Output = ()>,
     on_shutdown: impl FnOnce(),
 ) -> std::io::Result<()> {
@@ -111,7 +111,7 @@ pub(crate) async fn run(
         let acceptor = tls.acceptor();
         // No connection is accepted after shutdown begins, so no later
         // handshake needs a renewed certificate.
-        tokio::spawn(tls.watch(stopping.clone()));
+        tokio::spawn(Arc::clone(&tls).watch(stopping.clone()));
         acceptor
     });
     // Hard: whatever is still open is dropped.

@@ -69,7 +69,7 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// The two files' bytes as last read.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Contents {
     cert: Vec<u8>,
     key: Vec<u8>,
@@ -181,18 +181,15 @@ impl ResolvesServerCert for Current {
     }
 }
 
-/// Checks that `cert` and `key` make a certificate, as at start-up.
-pub(crate) fn check(cert: &Path, key: &Path) -> Result<(), LoadError> {
-    Tls::load(cert, key).map(drop)
-}
-
 /// The TLS side of the listener: what accepts handshakes, and what keeps
-/// its certificate current.
+/// its certificate current. Loaded once, when the configuration is parsed,
+/// so that what was checked at start-up is what is served.
 pub(crate) struct Tls {
     acceptor: TlsAcceptor,
     current: Arc<Current>,
     source: Source,
-    seen: Contents,
+    /// What the files held at start-up.
+    loaded: Contents,
     provider: Arc<CryptoProvider>,
 }
 
@@ -213,8 +210,10 @@ impl Tls {
             cert: cert.to_owned(),
             key: key.to_owned(),
         };
-        let seen = source.read()?;
-        let current = Arc::new(Current(Mutex::new(Arc::new(certified(&seen, &provider)?))));
+        let loaded = source.read()?;
+        let current = Arc::new(Current(Mutex::new(Arc::new(certified(
+            &loaded, &provider,
+        )?))));
         let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|error| LoadError {
@@ -228,7 +227,7 @@ impl Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             current,
             source,
-            seen,
+            loaded,
             provider,
         })
     }
@@ -239,15 +238,8 @@ impl Tls {
 
     /// Reads the files every [`WATCH_EVERY`] until `stop`, and puts a
     /// changed pair in force once it loads.
-    pub(crate) async fn watch(self, stop: CancellationToken) {
-        let Self {
-            current,
-            source,
-            mut seen,
-            provider,
-            ..
-        } = self;
-        let source = Arc::new(source);
+    pub(crate) async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut seen = self.loaded.clone();
         let mut tick = tokio::time::interval(WATCH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Reported once, not every second, while a file stays unreadable.
@@ -258,8 +250,8 @@ impl Tls {
                 () = stop.cancelled() => return,
             }
             let reading = tokio::task::spawn_blocking({
-                let source = Arc::clone(&source);
-                move || source.read()
+                let tls = Arc::clone(&self);
+                move || tls.source.read()
             });
             let contents = match reading.await {
                 Ok(Ok(contents)) => contents,
@@ -276,9 +268,9 @@ impl Tls {
             if contents == seen {
                 continue;
             }
-            match certified(&contents, &provider) {
+            match certified(&contents, &self.provider) {
                 Ok(renewed) => {
-                    *lock(&current.0) = Arc::new(renewed);
+                    *lock(&self.current.0) = Arc::new(renewed);
                     tracing::info!("TLS certificate renewed: new connections get the new one");
                 }
                 // A manager that replaces the two files one after the other

@@ -23,3 +23,4 @@ mod retries;
 mod routing;
 mod sdk;
 mod secrets;
+mod tls;
