@@ -16,6 +16,7 @@ mod failures;
 mod input;
 mod lifecycle;
 mod logging;
+mod nginx;
 mod openai;
 mod operations;
 mod resume;

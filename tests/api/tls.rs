@@ -28,7 +28,7 @@ use crate::helpers::{TestApp, Transcript, spawn_app_with};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A paced answer: long enough to watch it arrive token by token.
-fn paced_answer(count: usize, gap: Duration) -> (Reply, String) {
+pub(crate) fn paced_answer(count: usize, gap: Duration) -> (Reply, String) {
     let tokens: Vec<String> = (1..=count).map(|n| format!("t{n} ")).collect();
     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
     (Reply::tokens(&tokens).pace(gap), tokens.concat())
@@ -529,7 +529,7 @@ async fn closed_within(tcp: &mut TcpStream, bound: Duration) -> bool {
 
 /// Which protocols a client offers by ALPN.
 #[derive(Clone, Copy)]
-enum Alpn {
+pub(crate) enum Alpn {
     /// `h2` and `http/1.1`, as browsers do.
     Negotiated,
     Http1Only,
@@ -609,17 +609,17 @@ fn openssl(dir: &Path, args: &[&str], input: Option<&str>) -> String {
 
 /// A certificate authority made for one test, the certificate and key files
 /// it issued, and clients that trust only its root.
-struct Pki {
-    dir: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) dir: PathBuf,
     root: CertifiedIssuer<'static, KeyPair>,
     intermediate: CertifiedIssuer<'static, KeyPair>,
     format: KeyFormat,
-    cert_file: PathBuf,
-    key_file: PathBuf,
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
 }
 
 impl Pki {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         Self::with_key(name, KeyFormat::EcdsaPkcs8)
     }
 
@@ -706,7 +706,7 @@ impl Pki {
     }
 
     /// A client that trusts only this root and opens a new connection.
-    fn client(&self, alpn: Alpn) -> reqwest::Client {
+    pub(crate) fn client(&self, alpn: Alpn) -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let root = reqwest::Certificate::from_pem(self.root.pem().as_bytes())
             .unwrap_or_else(|error| panic!("root certificate: {error}"));
