@@ -22,7 +22,8 @@
 //! - `streams`: generations, their event logs and followers; the Redis mirror.
 //! - `event`: the normalized events providers produce and surfaces consume.
 //! - `request`: a client's chat request, validated.
-//! - `state`, [`config`], `server`, `error`, `metrics`, `demo`, [`telemetry`].
+//! - `server`: the accept loop, its limits and shutdown; HTTPS (`server::tls`).
+//! - `state`, [`config`], `error`, `metrics`, `demo`, [`telemetry`].
 
 #![warn(unreachable_pub)]
 

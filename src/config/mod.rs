@@ -653,6 +653,30 @@ mod tests {
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.rate_limit_per_minute, None);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert!(
+            config.tls.is_none(),
+            "plain HTTP unless both TLS files are set"
+        );
+        assert_eq!(config.http2.max_concurrent_streams, 250);
+    }
+
+    #[test]
+    fn one_tls_file_without_the_other_names_the_missing_one() {
+        let only_cert = parse(&[("TLS_CERT_FILE", "/etc/ssl/cert.pem")]).err();
+        let only_key = parse(&[("TLS_KEY_FILE", "/etc/ssl/key.pem")]).err();
+        let missing = parse(&[
+            ("TLS_CERT_FILE", "/nonexistent/cert.pem"),
+            ("TLS_KEY_FILE", "/nonexistent/key.pem"),
+        ])
+        .err();
+
+        assert_eq!(only_cert.map(|error| error.variable), Some("TLS_KEY_FILE"));
+        assert_eq!(only_key.map(|error| error.variable), Some("TLS_CERT_FILE"));
+        let missing = missing.map(|error| error.to_string()).unwrap_or_default();
+        assert!(
+            missing.starts_with("invalid TLS_CERT_FILE: cannot read `/nonexistent/cert.pem`"),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -680,6 +704,10 @@ mod tests {
             ("RATE_LIMIT_PER_MINUTE", "4294967296"),
             ("MAX_BODY_BYTES", "18446744073709551615"),
             ("RESUME_MAX_TOTAL_BYTES", "1e9"),
+            ("HTTP2_MAX_CONCURRENT_STREAMS", "0"),
+            ("HTTP2_MAX_CONCURRENT_STREAMS", "4294967296"),
+            ("HTTP2_PING_INTERVAL_SECS", "0"),
+            ("HTTP2_PING_TIMEOUT_SECS", "never"),
         ];
         for (variable, value) in cases {
             let error = parse(&[(variable, value)]).err();
