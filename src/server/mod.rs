@@ -222,10 +222,15 @@ impl Connection {
         deadline: Instant,
         opened: impl Future<Output = io::Result<T>>,
     ) -> Option<T> {
-        tokio::select! {
-            opened = tokio::time::timeout_at(deadline, opened) => opened.ok()?.ok(),
-            () = self.stopping.cancelled() => None,
-        }
+        let opened = tokio::select! {
+            opened = tokio::time::timeout_at(deadline, opened) => opened.ok()?,
+            () = self.stopping.cancelled() => return None,
+        };
+        // A failed handshake is the client's business (an untrusted
+        // certificate, no common cipher), but worth seeing when debugging.
+        opened
+            .inspect_err(|error| tracing::debug!(%error, "connection closed before HTTP"))
+            .ok()
     }
 
     /// Serves HTTP on `io` until it closes, goes idle, or shutdown ends it.

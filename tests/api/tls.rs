@@ -149,9 +149,13 @@ async fn the_demo_page_over_https_runs_twelve_streams_at_once_on_http2() {
         .iter()
         .map(|stream| time(stream, "finished"))
         .fold(f64::MAX, f64::min);
+    let times: Vec<(f64, f64)> = streams
+        .iter()
+        .map(|stream| (time(stream, "firstToken"), time(stream, "finished")))
+        .collect();
     assert!(
         last_first_token < first_finish,
-        "every stream had tokens before the first one finished: {streams:?}"
+        "every stream should have tokens before the first one finishes; (first token, finished) in ms: {times:?}"
     );
     for stream in &streams {
         let text = stream["text"].as_str().unwrap_or_default();
