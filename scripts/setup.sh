@@ -13,31 +13,33 @@ if command -v rustup >/dev/null 2>&1; then
     need_rust_component clippy
 fi
 
-# --- Chromium, for the browser tests of the demo page (tests/api/browser.rs) ---
-# They drive Debian's /usr/bin/chromium headless; nothing downloads a browser.
-if ! command -v chromium >/dev/null 2>&1; then
+# Installs Debian package $2 unless command $1 is already there.
+need_debian_package() {
+    command -v "$1" >/dev/null 2>&1 && return
     if [ "$(id -u)" -eq 0 ]; then
-        apt-get update && apt-get install -y chromium
+        apt-get update && apt-get install -y "$2"
     elif command -v sudo >/dev/null 2>&1; then
-        sudo apt-get update && sudo apt-get install -y chromium
+        sudo apt-get update && sudo apt-get install -y "$2"
     else
-        echo "setup.sh: Chromium is missing and this is not root; install the 'chromium' package" >&2
+        echo "setup.sh: $1 is missing and this is not root; install the '$2' package" >&2
         exit 1
     fi
-fi
+}
+
+# --- Chromium, for the browser tests of the demo page (tests/api/browser.rs) ---
+# They drive Debian's /usr/bin/chromium headless; nothing downloads a browser.
+need_debian_package chromium chromium
 
 # --- Redis, for the replica tests (tests/api/cluster.rs) ---
 # The tests start their own redis-server on a free loopback port.
-if ! command -v redis-server >/dev/null 2>&1; then
-    if [ "$(id -u)" -eq 0 ]; then
-        apt-get update && apt-get install -y redis-server
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo apt-get update && sudo apt-get install -y redis-server
-    else
-        echo "setup.sh: redis-server is missing and this is not root; install the 'redis-server' package" >&2
-        exit 1
-    fi
-fi
+need_debian_package redis-server redis-server
+
+# --- nginx, for the reverse-proxy test (tests/api/nginx.rs) ---
+# The test runs /usr/sbin/nginx in the foreground on a free loopback port.
+need_debian_package /usr/sbin/nginx nginx
+
+# --- OpenSSL, for the RSA and older-format keys of the HTTPS tests (tests/api/tls.rs) ---
+need_debian_package openssl openssl
 
 # --- systemd-analyze, for the check of the unit file (tests/api/deploy/systemd.rs) ---
 # `systemd-analyze verify` reads a unit offline: no running systemd is needed,

@@ -23,7 +23,8 @@
 //! - `event`: the normalized events providers produce and surfaces consume.
 //! - `request`: a client's chat request, validated.
 //! - `policy`: what a caller may ask for (models, lengths, choices, prompt size).
-//! - `state`, [`config`], `server`, `error`, `metrics`, `demo`, [`telemetry`].
+//! - `server`: the accept loop, its limits and shutdown; HTTPS (`server::tls`).
+//! - `state`, [`config`], `error`, `metrics`, `demo`, [`telemetry`].
 
 #![warn(unreachable_pub)]
 
@@ -58,9 +59,10 @@ pub fn app(state: AppState) -> Router {
     http::router(state, surfaces::router())
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, gives open streams
-/// `SHUTDOWN_GRACE_SECS` to finish, ends the rest with `shutting_down`, and
-/// closes whatever is still open shortly after.
+/// Serves (over HTTPS when `TLS_CERT_FILE` is set) until `shutdown`
+/// resolves, then stops accepting, gives open streams `SHUTDOWN_GRACE_SECS`
+/// to finish, ends the rest with `shutting_down`, and closes whatever is
+/// still open shortly after.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -73,8 +75,12 @@ pub async fn serve(
         request_timeout: state.config.request_timeout,
         max_body_bytes: state.config.max_body_bytes,
         shutdown_grace: grace,
+        http2_max_streams: state.config.http2.max_concurrent_streams,
+        http2_ping_interval: state.config.http2.ping_interval,
+        http2_ping_timeout: state.config.http2.ping_timeout,
     };
-    server::run(listener, app(state), limits, shutdown, move || {
+    let tls = state.config.tls.as_ref().map(config::TlsFiles::server);
+    server::run(listener, app(state), limits, tls, shutdown, move || {
         tracing::info!(
             grace_secs = grace.as_secs_f64(),
             "shutting down: no new connections"

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod dotenv;
@@ -39,6 +41,31 @@ pub const SETTINGS: &[Setting] = &[
         "LISTEN_ADDR",
         Some("127.0.0.1:3000"),
         "Address to serve on.",
+    ),
+    setting(
+        "TLS_CERT_FILE",
+        None,
+        "PEM certificate chain, the server's own first; with TLS_KEY_FILE, LISTEN_ADDR serves HTTPS (HTTP/2 and HTTP/1.1). Read again when it changes.",
+    ),
+    setting(
+        "TLS_KEY_FILE",
+        None,
+        "PEM private key of TLS_CERT_FILE's certificate: RSA or ECDSA, as PKCS#8, PKCS#1 or SEC1.",
+    ),
+    setting(
+        "HTTP2_MAX_CONCURRENT_STREAMS",
+        Some("250"),
+        "Most requests open at once on one HTTP/2 connection.",
+    ),
+    setting(
+        "HTTP2_PING_INTERVAL_SECS",
+        Some("20"),
+        "Seconds of silence on an HTTP/2 connection before it is pinged.",
+    ),
+    setting(
+        "HTTP2_PING_TIMEOUT_SECS",
+        Some("20"),
+        "Seconds an HTTP/2 peer has to answer a ping before the connection is closed as dead.",
     ),
     setting(
         "TOKENRELAY_CONFIG",
@@ -216,6 +243,9 @@ pub const SETTINGS: &[Setting] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    /// `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    pub http2: Http2Config,
     /// `None` runs the built-in demo model.
     pub upstream_base_url: Option<String>,
     pub upstream_kind: Kind,
@@ -270,6 +300,30 @@ impl fmt::Debug for Jwt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Jwt({:?}, ***)", self.algorithm)
     }
+}
+
+/// The certificate chain and private key HTTPS is served with, loaded
+/// while parsing: a bad file stops the server at start, and what was
+/// checked then is what is served.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    loaded: Arc<crate::server::tls::Tls>,
+}
+
+impl TlsFiles {
+    pub(crate) fn server(&self) -> Arc<crate::server::tls::Tls> {
+        Arc::clone(&self.loaded)
+    }
+}
+
+/// HTTP/2 settings that suit long streams.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Config {
+    pub max_concurrent_streams: u32,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
 }
 
 /// The four separate upstream timeouts; there is deliberately no single
@@ -338,6 +392,13 @@ impl Config {
         let source = Lookup { lookup: &lookup };
         let mut config = Self {
             listen_addr: source.parsed("LISTEN_ADDR", "an address such as 127.0.0.1:3000")?,
+            tls: source.tls_files()?,
+            http2: Http2Config {
+                max_concurrent_streams: source
+                    .count("HTTP2_MAX_CONCURRENT_STREAMS", 1..=u32::MAX)?,
+                ping_interval: source.positive_secs("HTTP2_PING_INTERVAL_SECS")?,
+                ping_timeout: source.positive_secs("HTTP2_PING_TIMEOUT_SECS")?,
+            },
             upstream_base_url: source.base_url()?,
             upstream_kind: match source.text("UPSTREAM_KIND") {
                 None => Kind::OpenAi,
@@ -614,6 +675,36 @@ impl Lookup<'_> {
             .unwrap_or_default()
     }
 
+    /// Both TLS files or neither; the pair must load as a certificate.
+    fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let (cert, key): (PathBuf, PathBuf) =
+            match (self.text("TLS_CERT_FILE"), self.text("TLS_KEY_FILE")) {
+                (None, None) => return Ok(None),
+                (Some(cert), Some(key)) => (cert.into(), key.into()),
+                (Some(_), None) => {
+                    return Err(ConfigError {
+                        variable: "TLS_KEY_FILE",
+                        message: "unset, but TLS_CERT_FILE is set: HTTPS needs both".to_owned(),
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError {
+                        variable: "TLS_CERT_FILE",
+                        message: "unset, but TLS_KEY_FILE is set: HTTPS needs both".to_owned(),
+                    });
+                }
+            };
+        let loaded = crate::server::tls::Tls::load(&cert, &key).map_err(|error| ConfigError {
+            variable: error.file.variable(),
+            message: error.message,
+        })?;
+        Ok(Some(TlsFiles {
+            cert,
+            key,
+            loaded: Arc::new(loaded),
+        }))
+    }
+
     fn base_url(&self) -> Result<Option<String>, ConfigError> {
         let Some(raw) = self.text("UPSTREAM_BASE_URL") else {
             return Ok(None);
@@ -710,6 +801,30 @@ mod tests {
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.rate_limit_per_minute, None);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert!(
+            config.tls.is_none(),
+            "plain HTTP unless both TLS files are set"
+        );
+        assert_eq!(config.http2.max_concurrent_streams, 250);
+    }
+
+    #[test]
+    fn one_tls_file_without_the_other_names_the_missing_one() {
+        let only_cert = parse(&[("TLS_CERT_FILE", "/etc/ssl/cert.pem")]).err();
+        let only_key = parse(&[("TLS_KEY_FILE", "/etc/ssl/key.pem")]).err();
+        let missing = parse(&[
+            ("TLS_CERT_FILE", "/nonexistent/cert.pem"),
+            ("TLS_KEY_FILE", "/nonexistent/key.pem"),
+        ])
+        .err();
+
+        assert_eq!(only_cert.map(|error| error.variable), Some("TLS_KEY_FILE"));
+        assert_eq!(only_key.map(|error| error.variable), Some("TLS_CERT_FILE"));
+        let missing = missing.map(|error| error.to_string()).unwrap_or_default();
+        assert!(
+            missing.starts_with("invalid TLS_CERT_FILE: cannot read `/nonexistent/cert.pem`"),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -738,6 +853,10 @@ mod tests {
             ("RATE_LIMIT_PER_MINUTE", "4294967296"),
             ("MAX_BODY_BYTES", "18446744073709551615"),
             ("RESUME_MAX_TOTAL_BYTES", "1e9"),
+            ("HTTP2_MAX_CONCURRENT_STREAMS", "0"),
+            ("HTTP2_MAX_CONCURRENT_STREAMS", "4294967296"),
+            ("HTTP2_PING_INTERVAL_SECS", "0"),
+            ("HTTP2_PING_TIMEOUT_SECS", "never"),
         ];
         for (variable, value) in cases {
             let error = parse(&[(variable, value)]).err();

@@ -8,14 +8,19 @@
 //! time) could hold memory and file descriptors forever. hyper's own builder
 //! has both knobs; this module drives it.
 //!
-//! Whether a connection speaks HTTP/1 or HTTP/2 (with prior knowledge) is
-//! decided by peeking at its first bytes, not by reading them: hyper-util's
-//! own detection reads 24 bytes and hands them to hyper apart from the rest,
-//! and hyper's read buffer then doubled to 16 KiB on every connection
-//! (README, Performance).
+//! Without TLS, whether a connection speaks HTTP/1 or HTTP/2 (with prior
+//! knowledge) is decided by peeking at its first bytes, not by reading them:
+//! hyper-util's own detection reads 24 bytes and hands them to hyper apart
+//! from the rest, and hyper's read buffer then doubled to 16 KiB on every
+//! connection (README, Performance). With TLS ([`tls`]) the handshake must
+//! end within the head's deadline, and ALPN decides; every limit above
+//! applies the same. hyper removes connection-specific headers
+//! (`Connection`, `Keep-Alive`, `Transfer-Encoding`) from HTTP/2 responses,
+//! and the app sets none of them.
 
 mod activity;
 mod head;
+pub(crate) mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,10 +36,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -58,16 +64,27 @@ pub(crate) struct Limits {
     pub max_body_bytes: usize,
     /// What open streams get at shutdown before they are ended.
     pub shutdown_grace: Duration,
+    /// Requests open at once on one HTTP/2 connection.
+    pub http2_max_streams: u32,
+    /// Silence on an HTTP/2 connection before it is pinged, and how long the
+    /// peer has to answer before it is taken for dead and closed.
+    pub http2_ping_interval: Duration,
+    pub http2_ping_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops
-/// accepting and waits for open connections, at most
-/// `shutdown_grace` + [`SHUTDOWN_DRAIN`]; `on_shutdown` runs at that moment
-/// (it starts the grace period of open streams).
+/// A TLS record carrying a handshake starts with this byte; a client that
+/// sends anything else first is not speaking TLS.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Serves `router` on `listener` (over TLS when `tls` is given) until
+/// `shutdown` resolves, then stops accepting and waits for open connections,
+/// at most `shutdown_grace` + [`SHUTDOWN_DRAIN`]; `on_shutdown` runs at that
+/// moment (it starts the grace period of open streams).
 pub(crate) async fn run(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<tls::Tls>>,
     shutdown: impl Future<Output = ()>,
     on_shutdown: impl FnOnce(),
 ) -> std::io::Result<()> {
@@ -81,12 +98,22 @@ pub(crate) async fn run(
     http2
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(head::HARD_MAX_HEADER_LIST_BYTES);
+        .max_header_list_size(head::HARD_MAX_HEADER_LIST_BYTES)
+        .max_concurrent_streams(limits.http2_max_streams)
+        .keep_alive_interval(limits.http2_ping_interval)
+        .keep_alive_timeout(limits.http2_ping_timeout);
     let builders = Arc::new((http1, http2));
     let places = Arc::new(Semaphore::new(limits.max_connections));
     // Graceful: connections finish their requests and close; connections
     // still waiting for their first bytes close at once.
     let stopping = CancellationToken::new();
+    let acceptor = tls.map(|tls| {
+        let acceptor = tls.acceptor();
+        // No connection is accepted after shutdown begins, so no later
+        // handshake needs a renewed certificate.
+        tokio::spawn(Arc::clone(&tls).watch(stopping.clone()));
+        acceptor
+    });
     // Hard: whatever is still open is dropped.
     let closing = CancellationToken::new();
     // Every connection task holds a receiver; all gone means all closed.
@@ -111,11 +138,15 @@ pub(crate) async fn run(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
-            tokio::spawn(refuse(tcp));
+            // A TLS client cannot read a plain answer, and a handshake is
+            // what an overloaded server should not spend on: just close.
+            if acceptor.is_none() {
+                tokio::spawn(refuse(tcp));
+            }
             continue;
         };
         let connection = Connection {
-            tcp,
+            acceptor: acceptor.clone(),
             router: router.clone(),
             limits,
             builders: Arc::clone(&builders),
@@ -124,7 +155,7 @@ pub(crate) async fn run(
         };
         let open = open.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.serve(peer).await {
+            if let Err(error) = connection.serve(tcp, peer).await {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
             drop((place, open));
@@ -149,9 +180,9 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// One accepted connection and what it needs to be served.
+/// What an accepted connection needs to be served.
 struct Connection {
-    tcp: TcpStream,
+    acceptor: Option<TlsAcceptor>,
     router: Router,
     limits: Limits,
     builders: Arc<(auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>)>,
@@ -162,25 +193,65 @@ struct Connection {
 impl Connection {
     async fn serve(
         self,
+        tcp: TcpStream,
         peer: std::net::SocketAddr,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let deadline = Instant::now() + self.limits.request_timeout;
+        match self.acceptor.clone() {
+            None => {
+                let Some(is_http2) = self.opening(deadline, speaks_http2(&tcp)).await else {
+                    return Ok(());
+                };
+                self.http(tcp, is_http2, deadline, peer).await
+            }
+            Some(acceptor) => {
+                let Some(tls) = self.opening(deadline, handshake(acceptor, tcp)).await else {
+                    return Ok(());
+                };
+                let is_http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                self.http(tls, is_http2, deadline, peer).await
+            }
+        }
+    }
+
+    /// What `opened` yields, unless the connection stays silent (or does
+    /// not finish its handshake) until `deadline`, fails, or shutdown
+    /// begins first: then there is nothing to serve.
+    async fn opening<T>(
+        &self,
+        deadline: Instant,
+        opened: impl Future<Output = io::Result<T>>,
+    ) -> Option<T> {
+        let opened = tokio::select! {
+            opened = tokio::time::timeout_at(deadline, opened) => opened.ok()?,
+            () = self.stopping.cancelled() => return None,
+        };
+        // A failed handshake is the client's business (an untrusted
+        // certificate, no common cipher), but worth seeing when debugging.
+        opened
+            .inspect_err(|error| tracing::debug!(%error, "connection closed before HTTP"))
+            .ok()
+    }
+
+    /// Serves HTTP on `io` until it closes, goes idle, or shutdown ends it.
+    async fn http<I>(
+        self,
+        io: I,
+        is_http2: bool,
+        deadline: Instant,
+        peer: std::net::SocketAddr,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let Self {
-            tcp,
             router,
             limits,
             builders,
             stopping,
             closing,
+            ..
         } = self;
-        let deadline = Instant::now() + limits.request_timeout;
-        let detected = tokio::select! {
-            detected = tokio::time::timeout_at(deadline, speaks_http2(&tcp)) => detected,
-            () = stopping.cancelled() => return Ok(()),
-        };
-        // Silent until the deadline, or gone: there is nothing to serve.
-        let Ok(Ok(is_http2)) = detected else {
-            return Ok(());
-        };
         let (http1_builder, http2_builder) = &*builders;
         let timed;
         let builder = if is_http2 {
@@ -214,7 +285,7 @@ impl Connection {
             })
         };
         let connection = builder.serve_connection(
-            TokioIo::new(head::OwnRefusals::new(tcp)),
+            TokioIo::new(head::OwnRefusals::new(io)),
             TowerToHyperService::new(service),
         );
         tokio::pin!(connection);
@@ -262,6 +333,35 @@ async fn speaks_http2(tcp: &TcpStream) -> io::Result<bool> {
         // once, so give the rest a moment to arrive instead of spinning.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The TLS session on `tcp`. A client speaking plain HTTP to this port is
+/// told so in our error shape before the connection closes, instead of
+/// meeting a handshake failure it cannot read.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    mut tcp: TcpStream,
+) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE_RECORD {
+        let error = Error::InvalidRequest(
+            "this port serves HTTPS (TLS_CERT_FILE is set): use an https:// URL".to_owned(),
+        );
+        let _ = tcp.write_all(&head::closing_response(&error)).await;
+        let _ = tcp.shutdown().await;
+        // Closing with the request still unread would reset the connection
+        // and could discard the answer before the client reads it.
+        let mut unread = [0u8; 4096];
+        let _ = tokio::time::timeout(IDLE_CLOSE_DRAIN, async {
+            while matches!(tcp.read(&mut unread).await, Ok(read) if read > 0) {}
+        })
+        .await;
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "plain HTTP on the HTTPS port",
+        ));
+    }
+    acceptor.accept(tcp).await
 }
 
 /// Answers a connection over the cap with a 503 in our error shape, then

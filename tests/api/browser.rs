@@ -455,7 +455,7 @@ fn assert_grew_in_order(states: &[String], full: &str) {
 // ---- The browser ----
 
 /// One headless Chromium with a fresh profile, for one test.
-struct Browser {
+pub(crate) struct Browser {
     chromium: Chromium,
     handler: JoinHandle<()>,
     profile: PathBuf,
@@ -463,7 +463,12 @@ struct Browser {
 }
 
 impl Browser {
-    async fn launch() -> Browser {
+    pub(crate) async fn launch() -> Browser {
+        Self::launch_with(&[]).await
+    }
+
+    /// A browser started with more command-line switches (without `--`).
+    pub(crate) async fn launch_with(switches: &[&str]) -> Browser {
         let turn = BROWSER_TURN.lock().await;
         assert!(
             Path::new(CHROMIUM).exists(),
@@ -496,6 +501,7 @@ impl Browser {
                 "disable-component-update",
                 "disable-sync",
             ])
+            .args(switches.iter().copied())
             .build()
             .unwrap_or_else(|error| panic!("browser config: {error}"));
         let (chromium, mut handler) = Chromium::launch(config)
@@ -513,7 +519,7 @@ impl Browser {
     }
 
     /// Opens the chat page at `url` and waits until it is ready to send.
-    async fn open(&self, url: &str) -> ChatPage {
+    pub(crate) async fn open(&self, url: &str) -> ChatPage {
         let page = self
             .chromium
             .new_page(url)
@@ -532,7 +538,7 @@ impl Browser {
     }
 
     /// Lets Chromium shut down cleanly; a dropped browser is killed instead.
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.chromium.close().await;
         let _ = self.chromium.wait().await;
     }
@@ -610,14 +616,14 @@ struct Seen {
 }
 
 /// The demo chat page, seen through its `data-testid` hooks.
-struct ChatPage {
+pub(crate) struct ChatPage {
     page: Page,
 }
 
 impl ChatPage {
     /// Evaluates a JavaScript expression (awaiting a promise) and returns its
     /// JSON value.
-    async fn eval<T: DeserializeOwned>(&self, js: &str) -> T {
+    pub(crate) async fn eval<T: DeserializeOwned>(&self, js: &str) -> T {
         let result = self
             .page
             .evaluate_expression(js)
@@ -629,7 +635,7 @@ impl ChatPage {
     }
 
     /// Polls `js` until it is not null, and returns that value.
-    async fn wait_for<T: DeserializeOwned>(&self, what: &str, js: &str) -> T {
+    pub(crate) async fn wait_for<T: DeserializeOwned>(&self, what: &str, js: &str) -> T {
         let deadline = Instant::now() + WAIT;
         loop {
             let value: Value = self.eval(js).await;

@@ -34,7 +34,7 @@ pub(crate) fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn output(command: &mut Command) -> (bool, String) {
+pub(crate) fn output(command: &mut Command) -> (bool, String) {
     let output = command
         .output()
         .unwrap_or_else(|error| panic!("run tokenrelay: {error}"));

@@ -16,6 +16,8 @@ use crate::fake_upstream::FakeUpstream;
 /// A running proxy and the fake upstream behind it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// `https` when the settings name TLS files.
+    pub scheme: &'static str,
     pub client: reqwest::Client,
     pub upstream: FakeUpstream,
     shutdown: Option<oneshot::Sender<()>>,
@@ -61,6 +63,11 @@ pub async fn spawn_app_in_front_of(upstream: FakeUpstream, settings: &[(&str, &s
             .map(|(_, value)| (*value).to_owned())
     })
     .unwrap_or_else(|error| panic!("test config: {error}"));
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .unwrap_or_else(|error| panic!("bind: {error}"));
@@ -76,6 +83,7 @@ pub async fn spawn_app_in_front_of(upstream: FakeUpstream, settings: &[(&str, &s
     }));
     TestApp {
         addr,
+        scheme,
         client: http_client(),
         upstream,
         shutdown: Some(shutdown),
@@ -85,7 +93,7 @@ pub async fn spawn_app_in_front_of(upstream: FakeUpstream, settings: &[(&str, &s
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// `POST /api/chat` with a JSON body.
@@ -215,6 +223,30 @@ pub struct Transcript {
 
 impl Transcript {
     pub async fn read(response: reqwest::Response) -> Self {
+        Self::read_observing(response, |_| {}).await
+    }
+
+    /// Reads a stream and tells whether `upstream` was still sending when
+    /// the first token reached the client: anything holding the answer back
+    /// until its end (a buffering proxy, a missed flush) makes it false.
+    pub async fn read_as_it_streams(
+        response: reqwest::Response,
+        upstream: &FakeUpstream,
+    ) -> (Self, bool) {
+        let mut upstream_still_sending = None;
+        let transcript = Self::read_observing(response, |body| {
+            let token: &[u8] = br#""type":"token""#;
+            if upstream_still_sending.is_none() && body.windows(token.len()).any(|at| at == token) {
+                upstream_still_sending = Some(upstream.bodies_open() > 0);
+            }
+        })
+        .await;
+        (transcript, upstream_still_sending == Some(true))
+    }
+
+    /// Reads the whole stream, showing `observe` the bytes so far after
+    /// each piece.
+    async fn read_observing(response: reqwest::Response, mut observe: impl FnMut(&[u8])) -> Self {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let mut body = Vec::new();
@@ -222,6 +254,7 @@ impl Transcript {
         let reading = async {
             while let Some(Ok(piece)) = stream.next().await {
                 body.extend_from_slice(&piece);
+                observe(&body);
             }
         };
         if tokio::time::timeout(Duration::from_secs(30), reading)
