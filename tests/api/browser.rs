@@ -267,9 +267,11 @@ async fn an_xss_token_renders_as_text_and_runs_nothing() {
 
     // Assert
     assert_eq!(page.answer_text().await, tokens.concat());
+    // The answer is markdown, so it is a paragraph; nothing inside it may be
+    // an element the model wrote.
     let elements: usize = page
         .eval(&format!(
-            "{LAST_ANSWER}.querySelectorAll('[data-testid=answer] *').length"
+            "{LAST_ANSWER}.querySelectorAll('[data-testid=answer] :not(p)').length"
         ))
         .await;
     assert_eq!(elements, 0, "model text must never become elements");
