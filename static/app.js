@@ -314,6 +314,7 @@ class Generation {
         message.reasoning += data.token;
         break;
       case "tool_call":
+        message.thoughtFor ??= this.thinkingSeconds();
         this.addToolCall(data);
         break;
       case "finish":
@@ -396,6 +397,7 @@ class Generation {
   settle(state, status) {
     this.settled = true;
     Object.assign(this.message, { state, status });
+    this.message.thoughtFor ??= this.thinkingSeconds();
     delete this.message.thinkingSince;
     this.view?.settle();
     onSettled(this);
@@ -754,7 +756,9 @@ function renderList() {
       const item = element("li", "conversation-item");
       item.dataset.testid = "conversation";
       item.dataset.id = conversation.id;
-      const open = element("button", "conversation-open", conversation.title || "New chat");
+      const title = conversation.title || "New chat";
+      const open = element("button", "conversation-open", title);
+      open.title = title;
       Object.assign(open.dataset, { action: "open", testid: "conversation-title" });
       open.type = "button";
       if (conversation.id === store.openId) open.setAttribute("aria-current", "true");

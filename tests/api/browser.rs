@@ -3,8 +3,9 @@
 //! real [`FakeUpstream`](crate::fake_upstream::FakeUpstream). These tests are
 //! about what a person sees: the answer growing token by token, multi-byte
 //! text arriving intact, Stop, honest errors, model text never becoming HTML,
-//! the conversation history, resuming after a dropped connection, and
-//! screenshots under `target/screenshots/` for people to look at.
+//! the conversation history and resuming after a dropped connection. The
+//! page as a chat application (markdown, actions, settings) is tested in
+//! `page.rs`, with this file's browser and page helpers.
 //!
 //! The page is observed by evaluating JavaScript in it, through its stable
 //! `data-testid` hooks and `window.tokenrelayDebug`. Chromium is heavy, so the
@@ -40,17 +41,17 @@ use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Every wait on the page or the upstream; generous because CI is noisy.
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// How often a condition in the page is checked while waiting.
 const POLL: Duration = Duration::from_millis(10);
 
 /// The newest assistant message, as a JavaScript expression.
-const LAST_ANSWER: &str =
+pub(crate) const LAST_ANSWER: &str =
     "[...document.querySelectorAll('[data-testid=message][data-role=assistant]')].at(-1)";
 
 /// How many assistant messages the page shows, as a JavaScript expression.
-const ANSWER_COUNT: &str =
+pub(crate) const ANSWER_COUNT: &str =
     "document.querySelectorAll('[data-testid=message][data-role=assistant]').length";
 
 /// Two browsers at once would slow each other down enough to make timeouts
@@ -356,48 +357,10 @@ async fn a_dropped_connection_resumes_with_nothing_missing_or_doubled() {
     browser.close().await;
 }
 
-#[tokio::test]
-async fn screenshots_of_a_finished_answer_are_saved_under_target() {
-    // Arrange
-    let app = spawn_app().await;
-    app.upstream.push(
-        Reply::tokens(&[
-            "Server-Sent Events ",
-            "let a server push a stream of text events ",
-            "to the browser over one long-lived HTTP response. ",
-            "The browser reads them as they arrive, ",
-            "which is how each token of this answer appeared the moment it was written.",
-        ])
-        // Paced like a real model, so the figures in the picture look like one.
-        .pace(Duration::from_millis(40)),
-    );
-    let browser = Browser::launch().await;
-    let page = browser.open(&app.url("/")).await;
-    page.send("Explain Server-Sent Events in two sentences")
-        .await;
-    page.wait_for_state("done").await;
-
-    // Act
-    let laptop = page.screenshot(Screen::LAPTOP, "answer-laptop.png").await;
-    let phone = page.screenshot(Screen::PHONE, "answer-phone.png").await;
-
-    // Assert
-    for path in [laptop, phone] {
-        let png =
-            std::fs::read(&path).unwrap_or_else(|error| panic!("read {}: {error}", path.display()));
-        assert!(
-            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
-            "{} should be a real PNG picture",
-            path.display()
-        );
-    }
-    browser.close().await;
-}
-
 // ---- Shared steps and checks ----
 
 /// An answer of `count` numbered words, one token each, `gap` apart.
-fn numbered_answer(count: usize, gap: Duration) -> (Reply, String) {
+pub(crate) fn numbered_answer(count: usize, gap: Duration) -> (Reply, String) {
     let tokens: Vec<String> = (0..count).map(|n| format!("w{n} ")).collect();
     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
     (Reply::tokens(&tokens).pace(gap), tokens.concat())
@@ -427,7 +390,7 @@ async fn shown_failure(reply: Reply) -> (String, String) {
 }
 
 /// The bodies of the chat requests the fake upstream received.
-fn chat_requests(app: &TestApp) -> Vec<Value> {
+pub(crate) fn chat_requests(app: &TestApp) -> Vec<Value> {
     app.upstream
         .requests()
         .into_iter()
@@ -438,7 +401,7 @@ fn chat_requests(app: &TestApp) -> Vec<Value> {
 
 /// Each state the page showed extends the one before and the last is the
 /// whole answer: text arrives in order, nothing is lost and nothing repeated.
-fn assert_grew_in_order(states: &[String], full: &str) {
+pub(crate) fn assert_grew_in_order(states: &[String], full: &str) {
     for pair in states.windows(2) {
         assert!(
             pair[1].starts_with(&pair[0]),
@@ -457,7 +420,7 @@ fn assert_grew_in_order(states: &[String], full: &str) {
 // ---- The browser ----
 
 /// One headless Chromium with a fresh profile, for one test.
-struct Browser {
+pub(crate) struct Browser {
     chromium: Chromium,
     handler: JoinHandle<()>,
     profile: PathBuf,
@@ -465,7 +428,7 @@ struct Browser {
 }
 
 impl Browser {
-    async fn launch() -> Browser {
+    pub(crate) async fn launch() -> Browser {
         let turn = BROWSER_TURN.lock().await;
         assert!(
             Path::new(CHROMIUM).exists(),
@@ -515,26 +478,19 @@ impl Browser {
     }
 
     /// Opens the chat page at `url` and waits until it is ready to send.
-    async fn open(&self, url: &str) -> ChatPage {
+    pub(crate) async fn open(&self, url: &str) -> ChatPage {
         let page = self
             .chromium
             .new_page(url)
             .await
             .unwrap_or_else(|error| panic!("open {url}: {error}"));
         let page = ChatPage { page };
-        // The model list loads asynchronously; a prompt sent before it would
-        // go without a model, unlike what a person does.
-        let _: bool = page
-            .wait_for(
-                "the page to load its models",
-                "window.tokenrelayDebug && document.querySelector('[data-testid=model]').value !== '' || null",
-            )
-            .await;
+        page.ready().await;
         page
     }
 
     /// Lets Chromium shut down cleanly; a dropped browser is killed instead.
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.chromium.close().await;
         let _ = self.chromium.wait().await;
     }
@@ -569,7 +525,7 @@ fn sweep_stale_profiles(profiles: &Path) {
 
 /// A viewport to look at the page in.
 #[derive(Clone, Copy)]
-struct Screen {
+pub(crate) struct Screen {
     width: u32,
     height: u32,
     scale: f64,
@@ -577,13 +533,13 @@ struct Screen {
 }
 
 impl Screen {
-    const LAPTOP: Screen = Screen {
-        width: 1280,
-        height: 800,
+    pub(crate) const LAPTOP: Screen = Screen {
+        width: 1440,
+        height: 900,
         scale: 1.0,
         mobile: false,
     };
-    const PHONE: Screen = Screen {
+    pub(crate) const PHONE: Screen = Screen {
         width: 390,
         height: 844,
         scale: 2.0,
@@ -604,22 +560,22 @@ impl Screen {
 
 /// What [`ChatPage::record`] saw.
 #[derive(Debug, Deserialize)]
-struct Seen {
+pub(crate) struct Seen {
     /// Each distinct text of the newest answer, in order.
-    answers: Vec<String>,
+    pub(crate) answers: Vec<String>,
     /// Each distinct text of the reconnecting notice.
-    reconnecting: Vec<String>,
+    pub(crate) reconnecting: Vec<String>,
 }
 
 /// The demo chat page, seen through its `data-testid` hooks.
-struct ChatPage {
-    page: Page,
+pub(crate) struct ChatPage {
+    pub(crate) page: Page,
 }
 
 impl ChatPage {
     /// Evaluates a JavaScript expression (awaiting a promise) and returns its
     /// JSON value.
-    async fn eval<T: DeserializeOwned>(&self, js: &str) -> T {
+    pub(crate) async fn eval<T: DeserializeOwned>(&self, js: &str) -> T {
         let result = self
             .page
             .evaluate_expression(js)
@@ -631,7 +587,7 @@ impl ChatPage {
     }
 
     /// Polls `js` until it is not null, and returns that value.
-    async fn wait_for<T: DeserializeOwned>(&self, what: &str, js: &str) -> T {
+    pub(crate) async fn wait_for<T: DeserializeOwned>(&self, what: &str, js: &str) -> T {
         let deadline = Instant::now() + WAIT;
         loop {
             let value: Value = self.eval(js).await;
@@ -650,9 +606,30 @@ impl ChatPage {
         }
     }
 
+    /// Reloads the page, as a person pressing F5 does, and waits until it
+    /// is ready to send again.
+    pub(crate) async fn reload(&self) {
+        self.page
+            .reload()
+            .await
+            .unwrap_or_else(|error| panic!("reload: {error}"));
+        self.ready().await;
+    }
+
+    /// Waits for the model list: it loads asynchronously, and a prompt sent
+    /// before it would go without a model, unlike what a person does.
+    async fn ready(&self) {
+        let _: bool = self
+            .wait_for(
+                "the page to load its models",
+                "window.tokenrelayDebug && document.querySelector('[data-testid=model]').value !== '' || null",
+            )
+            .await;
+    }
+
     /// Types `prompt` as a person does (click, text input, Enter) and waits
     /// for the answer to appear.
-    async fn send(&self, prompt: &str) {
+    pub(crate) async fn send(&self, prompt: &str) {
         let answers: usize = self.eval(ANSWER_COUNT).await;
         let prompt_box = self.element("[data-testid=prompt]").await;
         prompt_box
@@ -677,7 +654,7 @@ impl ChatPage {
             .await;
     }
 
-    async fn click(&self, selector: &str) {
+    pub(crate) async fn click(&self, selector: &str) {
         self.element(selector)
             .await
             .click()
@@ -685,7 +662,7 @@ impl ChatPage {
             .unwrap_or_else(|error| panic!("click {selector}: {error}"));
     }
 
-    async fn element(&self, selector: &str) -> chromiumoxide::Element {
+    pub(crate) async fn element(&self, selector: &str) -> chromiumoxide::Element {
         self.page
             .find_element(selector)
             .await
@@ -694,7 +671,7 @@ impl ChatPage {
 
     /// Waits until the newest answer has settled, and fails at once if it
     /// settled in another state than `state`.
-    async fn wait_for_state(&self, state: &str) {
+    pub(crate) async fn wait_for_state(&self, state: &str) {
         let settled: String = self
             .wait_for(
                 &format!("the answer to settle as {state:?}"),
@@ -712,7 +689,7 @@ impl ChatPage {
         );
     }
 
-    async fn wait_for_answer_containing(&self, text: &str) {
+    pub(crate) async fn wait_for_answer_containing(&self, text: &str) {
         let js = format!(
             "{LAST_ANSWER}?.querySelector('[data-testid=answer]').textContent.includes({}) || null",
             json!(text)
@@ -723,7 +700,7 @@ impl ChatPage {
     }
 
     /// The text of the newest answer ("" before there is one).
-    async fn answer_text(&self) -> String {
+    pub(crate) async fn answer_text(&self) -> String {
         self.eval(&format!(
             "{LAST_ANSWER}?.querySelector('[data-testid=answer]').textContent ?? ''"
         ))
@@ -731,7 +708,7 @@ impl ChatPage {
     }
 
     /// The error shown on the newest answer ("" when there is none).
-    async fn error_text(&self) -> String {
+    pub(crate) async fn error_text(&self) -> String {
         self.eval(&format!(
             "{LAST_ANSWER}?.querySelector('[data-testid=error]')?.textContent ?? ''"
         ))
@@ -741,7 +718,7 @@ impl ChatPage {
     /// Starts recording every state of the newest answer and of the
     /// reconnecting notice. A mutation observer sees each change, where
     /// polling from here could miss a short-lived one on a busy machine.
-    async fn record(&self) {
+    pub(crate) async fn record(&self) {
         let js = format!(
             "(() => {{
                 const seen = {{ answers: [], reconnecting: [] }};
@@ -760,13 +737,13 @@ impl ChatPage {
         let _: bool = self.eval(&js).await;
     }
 
-    async fn recorded(&self) -> Seen {
+    pub(crate) async fn recorded(&self) -> Seen {
         self.eval("window.__seen").await
     }
 
     /// Shows the page on `screen` and saves a screenshot as
     /// `target/screenshots/<name>`.
-    async fn screenshot(&self, screen: Screen, name: &str) -> PathBuf {
+    pub(crate) async fn screenshot(&self, screen: Screen, name: &str) -> PathBuf {
         let metrics = SetDeviceMetricsOverrideParams::builder()
             .width(screen.width)
             .height(screen.height)

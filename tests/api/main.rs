@@ -18,6 +18,7 @@ mod lifecycle;
 mod logging;
 mod openai;
 mod operations;
+mod page;
 mod resume;
 mod retries;
 mod routing;
