@@ -1,21 +1,15 @@
 /*
- * The demo chat page's behaviour: it sends the whole conversation to
- * POST /api/chat and renders tokenrelay's event protocol as it arrives.
- *
- * It is deliberately the reference client of the protocol, so it does what a
- * production front end should: model text becomes DOM only through the
- * sanitizing markdown renderer, Stop both aborts the fetch and tells the
- * server to stop paying the upstream, a dropped connection (or a reload)
- * resumes from the last event id instead of starting over, and an answer
- * never looks complete when it was not.
+ * The demo chat page's behaviour: conversations and their turns, the
+ * messages on screen, the sidebar, settings and the composer. Each turn
+ * sends the whole conversation to POST /api/chat through a Generation
+ * (generation.js); model text becomes DOM only through the sanitizing
+ * markdown renderer (markdown.js); everything is remembered by the Store
+ * (store.js).
  */
-import { readEvents } from "/sse.js";
+import { Generation } from "/generation.js";
 import { renderMarkdown } from "/markdown.js";
 import { Store } from "/store.js";
 
-/** Shortest span over which tokens per second is worth showing. */
-const MIN_RATE_SECONDS = 0.05;
-const RESUME_BACKOFF_MS = [500, 1000, 2000];
 /** Distance from the end of the conversation that still counts as "at the end". */
 const AT_END_PX = 4;
 const TITLE_LENGTH = 60;
@@ -127,7 +121,7 @@ function generate(conversation) {
   conversation.messages.push(message);
   store.touch(conversation, { now: true });
   renderList();
-  const generation = new Generation(conversation, message);
+  const generation = new Generation(conversation, message, pageHooks);
   const view = new AssistantView(message);
   appendMessage(view.root);
   generation.attach(view);
@@ -141,11 +135,23 @@ function start(generation, run) {
   run().catch((error) => generation.fail("Something went wrong", error.message));
 }
 
-function onSettled(generation) {
-  store.touch(generation.conversation, { now: true });
-  if (current !== generation) return;
-  current = null;
-  setBusy(false);
+/** What a generation asks of the page. */
+const pageHooks = {
+  headers: authorized,
+  save: (conversation, now) => store.touch(conversation, { now }),
+  settled(generation) {
+    store.touch(generation.conversation, { now: true });
+    if (current !== generation) return;
+    current = null;
+    setBusy(false);
+  },
+  unauthorized: (message) => askForKey(message),
+  leaving: () => leaving,
+};
+
+function authorized(headers) {
+  const key = store.apiKey;
+  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
 }
 
 function setBusy(busy) {
@@ -166,270 +172,6 @@ function updateComposer() {
   ui.hint.textContent = current
     ? "An answer is still streaming: wait for it, or Stop it, to send the next message."
     : COMPOSER_HINT;
-}
-
-// ---- One generation: request, events, resume, stop ----
-
-class Generation {
-  controller = new AbortController();
-  view = null;
-  lastSeq = -1;
-  settled = false;
-  /** Tokens this page has seen since it started reading; the rate is theirs. */
-  seen = 0;
-  sentAt = performance.now();
-  firstTokenAt = null;
-
-  /** Streams into `message` of `conversation`, which outlive any view of them. */
-  constructor(conversation, message) {
-    this.conversation = conversation;
-    this.message = message;
-    if (message.lastEventId) this.lastSeq = seqOf(message.lastEventId);
-  }
-
-  attach(view) {
-    this.view = view;
-  }
-
-  async run(body) {
-    let response;
-    try {
-      response = await fetch("/api/chat", {
-        method: "POST",
-        headers: authorized({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-        body: JSON.stringify(body),
-        signal: this.controller.signal,
-      });
-    } catch {
-      return this.fail("Could not reach the server", "Check that tokenrelay is running, then try again.");
-    }
-    if (!response.ok) return this.refused(response);
-    this.message.streamId = response.headers.get("X-Stream-Id");
-    store.touch(this.conversation, { now: true });
-    await this.follow(response);
-  }
-
-  /** After a reload: carries on from the last event the saved text includes. */
-  async reattach() {
-    await this.follow(await this.resume());
-  }
-
-  /** Reads the stream to its end, resuming from the last event id when it breaks off. */
-  async follow(response) {
-    let failures = 0;
-    for (;;) {
-      if (response && (await this.consume(response))) failures = 0;
-      if (this.settled || leaving) return;
-      if (!this.message.streamId || failures === RESUME_BACKOFF_MS.length) return this.connectionLost();
-      this.view?.setReconnecting(failures + 1, RESUME_BACKOFF_MS.length);
-      await sleep(RESUME_BACKOFF_MS[failures++], this.controller.signal);
-      if (this.settled) return;
-      response = await this.resume();
-      if (this.settled) return;
-      if (response) this.view?.setReconnecting(null);
-    }
-  }
-
-  /** Reads one response; returns whether it brought any event not seen before. */
-  async consume(response) {
-    if (response.status === 204) {
-      // The server has no event after the last one seen: the answer is complete.
-      this.finish(this.message.finishReason);
-      return true;
-    }
-    let progressed = false;
-    try {
-      for await (const event of readEvents(response.body)) {
-        if (event.data === "[DONE]") {
-          this.finish();
-          break;
-        }
-        progressed = this.handle(event) || progressed;
-        if (this.settled) break;
-      }
-    } catch {
-      // The connection dropped (or Stop aborted it); `follow` decides what that means.
-    }
-    return progressed;
-  }
-
-  async resume() {
-    const headers = authorized({ Accept: "text/event-stream" });
-    if (this.message.lastEventId) headers["Last-Event-ID"] = this.message.lastEventId;
-    try {
-      const response = await fetch(`/api/chat/${encodeURIComponent(this.message.streamId)}/events`, {
-        headers,
-        signal: this.controller.signal,
-      });
-      if (response.ok) return response;
-      // Only a busy or broken server is worth asking again; 404 means the stream is gone.
-      if (response.status < 500 && response.status !== 429) await this.refused(response);
-    } catch {
-      // Still offline: the caller waits and tries again.
-    }
-    return null;
-  }
-
-  async refused(response) {
-    const [title, detail, code] = await httpError(response);
-    this.fail(title, detail, code);
-    if (response.status === 401) askForKey(detail);
-  }
-
-  handle(event) {
-    let data;
-    try {
-      data = JSON.parse(event.data);
-    } catch {
-      return false;
-    }
-    const message = this.message;
-    if (event.id) {
-      // Ids are `<stream_id>:<seq>`; a replay after resuming must never repeat text.
-      const seq = seqOf(event.id);
-      if (Number.isInteger(seq)) {
-        if (seq <= this.lastSeq) return false;
-        this.lastSeq = seq;
-      }
-      message.lastEventId = event.id;
-    }
-    if (data.choice) return true; // only the first choice is shown
-    switch (data.type) {
-      case "start":
-        message.streamId ??= data.stream_id;
-        message.model = data.model;
-        break;
-      case "token":
-        this.noteFirstEvent();
-        this.firstTokenAt ??= performance.now();
-        this.seen += 1;
-        if (data.refusal === true) message.refusal = true;
-        message.content += data.token;
-        message.thoughtFor ??= this.thinkingSeconds();
-        this.updateRate();
-        break;
-      case "reasoning":
-        this.noteFirstEvent();
-        message.thinkingSince ??= Date.now();
-        message.reasoning += data.token;
-        break;
-      case "tool_call":
-        message.thoughtFor ??= this.thinkingSeconds();
-        this.addToolCall(data);
-        break;
-      case "finish":
-        message.finishReason = data.finish_reason;
-        this.finish(data.finish_reason);
-        break;
-      case "error":
-        this.fail("The generation failed", data.message, data.code);
-        break;
-      default: // newer event types are not ours to guess at
-    }
-    this.changed();
-    return true;
-  }
-
-  addToolCall({ index = 0, id, name, arguments: fragment }) {
-    const call = (this.message.toolCalls[index] ??= { id: "", name: "", arguments: "" });
-    if (id) call.id = id;
-    if (name) call.name = name;
-    if (fragment) call.arguments += fragment;
-  }
-
-  thinkingSeconds() {
-    const since = this.message.thinkingSince;
-    return since ? (Date.now() - since) / 1000 : null;
-  }
-
-  changed() {
-    this.view?.update();
-    store.touch(this.conversation);
-  }
-
-  noteFirstEvent() {
-    // A generation resumed after a reload keeps the time measured before it.
-    if (this.message.figures?.ttft !== undefined) return;
-    this.figure("ttft", Math.round(performance.now() - this.sentAt));
-  }
-
-  updateRate() {
-    this.figure("tokens", (this.message.figures?.tokens ?? 0) + 1);
-    const seconds = (performance.now() - this.firstTokenAt) / 1000;
-    // The first token starts the clock, so it does not count towards the rate;
-    // tokens that arrive in one burst say nothing about speed, so the rate
-    // waits for a measurable stretch of time.
-    if (this.seen > 1 && seconds >= MIN_RATE_SECONDS) {
-      this.figure("tps", ((this.seen - 1) / seconds).toFixed(1));
-    }
-  }
-
-  figure(name, value) {
-    this.message.figures = { ...this.message.figures, [name]: value };
-  }
-
-  finish(reason = "stop") {
-    if (this.settled) return;
-    if (reason === "cancelled") return this.settle("stopped", "Stopped");
-    const notes = { length: "Cut off at the token limit", content_filter: "Stopped by the content filter" };
-    this.settle("done", notes[reason] ?? "");
-  }
-
-  fail(title, detail, code) {
-    if (this.settled || leaving) return;
-    this.message.error = { title, detail, code };
-    this.settle("error", "");
-  }
-
-  connectionLost() {
-    this.fail("Connection lost", "The connection dropped before the answer was complete.");
-  }
-
-  /** The Stop button: the server stops the upstream, and we stop listening. */
-  stop() {
-    if (this.settled) return;
-    const id = this.message.streamId;
-    if (id) fetch(`/api/chat/${encodeURIComponent(id)}`, { method: "DELETE", headers: authorized({}) }).catch(() => {});
-    this.settle("stopped", "Stopped");
-    this.controller.abort();
-  }
-
-  settle(state, status) {
-    this.settled = true;
-    Object.assign(this.message, { state, status });
-    this.message.thoughtFor ??= this.thinkingSeconds();
-    delete this.message.thinkingSince;
-    this.view?.settle();
-    onSettled(this);
-  }
-}
-
-function seqOf(eventId) {
-  return Number(eventId.slice(eventId.lastIndexOf(":") + 1));
-}
-
-function authorized(headers) {
-  const key = store.apiKey;
-  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
-}
-
-async function httpError(response) {
-  let detail = response.statusText || "The server refused the request.";
-  let code;
-  try {
-    const body = await response.json();
-    if (body?.error?.message) ({ message: detail, code } = body.error);
-  } catch {
-    // Not our JSON error shape (a proxy in between, say): the status must do.
-  }
-  return [`Error ${response.status}`, detail, code];
-}
-
-function sleep(ms, signal) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
-  });
 }
 
 // ---- Rendering a conversation ----
@@ -619,7 +361,11 @@ function startEditing(root) {
   const close = () => (form.remove(), root.classList.remove("editing"));
   cancel.addEventListener("click", close);
   box.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") close();
+    // Escape here cancels the edit, not the answer streaming elsewhere.
+    if (event.key === "Escape") {
+      event.stopPropagation();
+      close();
+    }
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       form.requestSubmit();
@@ -819,7 +565,11 @@ function startRenaming(item, id) {
   };
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter") finish(true);
-    if (event.key === "Escape") finish(false);
+    // Escape here cancels the rename, not the answer streaming meanwhile.
+    if (event.key === "Escape") {
+      event.stopPropagation();
+      finish(false);
+    }
   });
   input.addEventListener("blur", () => finish(true));
 }
@@ -862,7 +612,7 @@ function resumeInterrupted() {
   for (const conversation of store.conversations) {
     for (const message of conversation.messages) {
       if (message.state !== "streaming") continue;
-      const generation = new Generation(conversation, message);
+      const generation = new Generation(conversation, message, pageHooks);
       if (message.streamId && !current) {
         start(generation, () => generation.reattach());
       } else {

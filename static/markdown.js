@@ -18,22 +18,23 @@ import { Marked } from "/vendor/marked.esm.js";
 import DOMPurify from "/vendor/purify.es.mjs";
 
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
-const escape = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
+const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
 
 const marked = new Marked({
   gfm: true,
   renderer: {
-    html: ({ text, block }) => (block ? `<p class="raw-html">${escape(text)}</p>` : escape(text)),
-    image: ({ href, text }) => `<a href="${escape(href)}">${escape(text || href)}</a>`,
+    html: ({ text, block }) => (block ? `<p class="raw-html">${escapeHtml(text)}</p>` : escapeHtml(text)),
+    image: ({ href, text }) =>
+      href ? `<a href="${escapeHtml(href)}">${escapeHtml(text || href)}</a>` : escapeHtml(text),
     code({ text, lang }) {
       const language = (lang ?? "").trim().split(/\s+/)[0];
       const label = language || "text";
-      const className = language ? ` class="language-${escape(language)}"` : "";
+      const className = language ? ` class="language-${escapeHtml(language)}"` : "";
       return (
         `<div class="code-block" data-testid="code-block">` +
-        `<div class="code-head"><span class="code-lang" data-testid="code-lang">${escape(label)}</span>` +
-        `<button type="button" class="code-copy" data-action="copy-code" data-testid="copy-code">Copy</button></div>` +
-        `<pre><code${className}>${escape(text)}</code></pre></div>`
+        `<div class="code-head"><span class="code-lang" data-testid="code-lang">${escapeHtml(label)}</span>` +
+        `<button type="button" class="code-copy" data-action="copy-code" data-testid="copy-code" aria-label="Copy code">Copy</button></div>` +
+        `<pre><code${className}>${escapeHtml(text)}</code></pre></div>`
       );
     },
   },

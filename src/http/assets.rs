@@ -26,6 +26,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../static/sse.js"),
     ),
     (
+        "/generation.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/generation.js"),
+    ),
+    (
         "/markdown.js",
         "text/javascript; charset=utf-8",
         include_str!("../../static/markdown.js"),

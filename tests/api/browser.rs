@@ -401,7 +401,7 @@ pub(crate) fn chat_requests(app: &TestApp) -> Vec<Value> {
 
 /// Each state the page showed extends the one before and the last is the
 /// whole answer: text arrives in order, nothing is lost and nothing repeated.
-pub(crate) fn assert_grew_in_order(states: &[String], full: &str) {
+fn assert_grew_in_order(states: &[String], full: &str) {
     for pair in states.windows(2) {
         assert!(
             pair[1].starts_with(&pair[0]),
@@ -560,11 +560,11 @@ impl Screen {
 
 /// What [`ChatPage::record`] saw.
 #[derive(Debug, Deserialize)]
-pub(crate) struct Seen {
+struct Seen {
     /// Each distinct text of the newest answer, in order.
-    pub(crate) answers: Vec<String>,
+    answers: Vec<String>,
     /// Each distinct text of the reconnecting notice.
-    pub(crate) reconnecting: Vec<String>,
+    reconnecting: Vec<String>,
 }
 
 /// The demo chat page, seen through its `data-testid` hooks.
@@ -718,7 +718,7 @@ impl ChatPage {
     /// Starts recording every state of the newest answer and of the
     /// reconnecting notice. A mutation observer sees each change, where
     /// polling from here could miss a short-lived one on a busy machine.
-    pub(crate) async fn record(&self) {
+    async fn record(&self) {
         let js = format!(
             "(() => {{
                 const seen = {{ answers: [], reconnecting: [] }};
@@ -737,7 +737,7 @@ impl ChatPage {
         let _: bool = self.eval(&js).await;
     }
 
-    pub(crate) async fn recorded(&self) -> Seen {
+    async fn recorded(&self) -> Seen {
         self.eval("window.__seen").await
     }
 
