@@ -262,7 +262,7 @@ class AssistantView {
       const head = element("div", "tool-head");
       const name = element("code", "tool-name");
       const id = element("span", "tool-id");
-      head.append(wrenchIcon(), element("span", "", "Tool call"), name, id);
+      head.append(icon("wrench"), element("span", "", "Tool call"), name, id);
       const args = element("pre", "tool-args");
       root.append(head, args);
       this.body.insertBefore(root, this.meta);
@@ -443,12 +443,19 @@ async function copy(button, text) {
   setTimeout(() => ((button.textContent = label), (button.disabled = false)), 1500);
 }
 
-function wrenchIcon() {
+const ICONS = {
+  wrench: "M14.7 6.3a4 4 0 0 0-5.4 5.4L3 18l3 3 6.3-6.3a4 4 0 0 0 5.4-5.4l-2.5 2.5-2.4-.6-.6-2.4Z",
+  pencil: "M4 20h4L18.5 9.5a2.1 2.1 0 0 0-3-3L5 17v3Z",
+  trash: "M4 7h16M10 11v6M14 11v6M6 7l1 13h10l1-13M9 7V4h6v3",
+};
+
+/** A decorative icon; the button or label around it carries the words. */
+function icon(name) {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
   svg.setAttribute("viewBox", "0 0 24 24");
   svg.setAttribute("aria-hidden", "true");
-  path.setAttribute("d", "M14.7 6.3a4 4 0 0 0-5.4 5.4L3 18l3 3 6.3-6.3a4 4 0 0 0 5.4-5.4l-2.5 2.5-2.4-.6-.6-2.4Z");
+  path.setAttribute("d", ICONS[name]);
   svg.append(path);
   return svg;
 }
@@ -508,15 +515,23 @@ function renderList() {
       Object.assign(open.dataset, { action: "open", testid: "conversation-title" });
       open.type = "button";
       if (conversation.id === store.openId) open.setAttribute("aria-current", "true");
-      const rename = element("button", "conversation-tool", "Rename");
+      const rename = toolButton("pencil", `Rename “${title}”`);
       Object.assign(rename.dataset, { action: "rename", testid: "rename-conversation" });
-      const remove = element("button", "conversation-tool", "Delete");
+      const remove = toolButton("trash", `Delete “${title}”`);
       Object.assign(remove.dataset, { action: "delete", testid: "delete-conversation" });
-      rename.type = remove.type = "button";
       item.append(open, rename, remove);
       return item;
     });
   ui.list.replaceChildren(...items);
+}
+
+function toolButton(iconName, label) {
+  const button = element("button", "conversation-tool");
+  button.type = "button";
+  button.title = label;
+  button.setAttribute("aria-label", label);
+  button.append(icon(iconName));
+  return button;
 }
 
 ui.list.addEventListener("click", (event) => {
@@ -536,10 +551,10 @@ ui.list.addEventListener("click", (event) => {
       // The first click asks; a second one on the same button deletes.
       if (button.dataset.confirm) return deleteConversation(id);
       button.dataset.confirm = "true";
-      button.textContent = "Delete?";
+      button.replaceChildren("Delete?");
       setTimeout(() => {
         delete button.dataset.confirm;
-        button.textContent = "Delete";
+        button.replaceChildren(icon("trash"));
       }, CONFIRM_MS);
       break;
     default:

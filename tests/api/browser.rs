@@ -741,9 +741,8 @@ impl ChatPage {
         self.eval("window.__seen").await
     }
 
-    /// Shows the page on `screen` and saves a screenshot as
-    /// `target/screenshots/<name>`.
-    pub(crate) async fn screenshot(&self, screen: Screen, name: &str) -> PathBuf {
+    /// Lays the page out on `screen`, as if it were opened there.
+    pub(crate) async fn show_on(&self, screen: Screen) {
         let metrics = SetDeviceMetricsOverrideParams::builder()
             .width(screen.width)
             .height(screen.height)
@@ -751,14 +750,19 @@ impl ChatPage {
             .mobile(screen.mobile)
             .build()
             .unwrap_or_else(|error| panic!("device metrics: {error}"));
-        self.page
-            .execute(metrics)
-            .await
-            .unwrap_or_else(|error| panic!("resize to {name}: {error}"));
+        self.page.execute(metrics).await.unwrap_or_else(|error| {
+            panic!("resize to {}x{}: {error}", screen.width, screen.height)
+        });
         // Two frames: one to lay out at the new size, one to paint it.
         let _: bool = self
             .eval("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))")
             .await;
+    }
+
+    /// Shows the page on `screen` and saves a screenshot as
+    /// `target/screenshots/<name>`.
+    pub(crate) async fn screenshot(&self, screen: Screen, name: &str) -> PathBuf {
+        self.show_on(screen).await;
         let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .parent()
             .unwrap_or_else(|| panic!("CARGO_TARGET_TMPDIR has no parent"));

@@ -492,6 +492,47 @@ async fn conversations_are_kept_switched_renamed_and_deleted() {
 }
 
 #[tokio::test]
+async fn on_a_phone_the_conversations_are_a_drawer() {
+    // Arrange
+    let app = spawn_app().await;
+    app.upstream.push(Reply::tokens(&["About cats."]));
+    app.upstream.push(Reply::tokens(&["About dogs."]));
+    let browser = Browser::launch().await;
+    let page = browser.open(&app.url("/")).await;
+    page.send("Tell me about cats").await;
+    page.wait_for_state("done").await;
+    page.click("[data-testid=new-chat]").await;
+    page.send("Tell me about dogs").await;
+    page.wait_for_state("done").await;
+    page.show_on(Screen::PHONE).await;
+    let closed = sidebar_visible(&page).await;
+
+    // Act
+    page.click("[data-testid=sidebar-toggle]").await;
+    let opened = sidebar_visible(&page).await;
+    page.screenshot(Screen::PHONE, "drawer-phone-light.png")
+        .await;
+    page.click(&conversation_button(
+        "Tell me about cats",
+        "conversation-title",
+    ))
+    .await;
+
+    // Assert
+    assert!(!closed, "on a phone the list starts out of the way");
+    assert!(opened, "the menu button opens it");
+    assert!(
+        !sidebar_visible(&page).await,
+        "choosing a conversation closes it"
+    );
+    assert_eq!(
+        shown_turns(&page).await,
+        json!(["Tell me about cats", "About cats."])
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn a_401_asks_for_the_key_and_the_turn_goes_through_with_it() {
     // Arrange
     let app = spawn_app_with(&[("PROXY_API_KEYS", "the-right-key")]).await;
@@ -870,6 +911,11 @@ fn conversation_button(title: &str, testid: &str) -> String {
         "[data-testid=conversation]:has([data-testid=conversation-title][title={title}]) [data-testid={testid}]",
         title = json!(title)
     )
+}
+
+async fn sidebar_visible(page: &ChatPage) -> bool {
+    page.eval("document.querySelector('[data-testid=sidebar]').checkVisibility({ visibilityProperty: true })")
+        .await
 }
 
 async fn send_button(page: &ChatPage) -> Value {
