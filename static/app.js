@@ -36,7 +36,6 @@ const ui = {
   apiKey: $("api-key"),
   settings: $("settings"),
   settingsToggle: $("settings-toggle"),
-  sidebar: $("sidebar"),
   sidebarToggle: $("sidebar-toggle"),
   scrim: $("scrim"),
   list: $("conversation-list"),
@@ -214,12 +213,12 @@ class AssistantView {
     if (m.reasoning) this.renderThinking();
     m.toolCalls.forEach((call, index) => call && this.renderToolCall(call, index));
     if (m.error && !this.root.querySelector("[data-testid=error]")) this.showError(m.error);
-    if (m.model) this.root.querySelector(".meta-model").textContent = m.model;
+    if (m.model) showText(this.root.querySelector(".meta-model"), m.model);
     for (const [name, testid] of [["ttft", "ttft"], ["tps", "tps"], ["tokens", "token-count"]]) {
       const value = m.figures?.[name];
       if (value !== undefined) this.setFigure(testid, value);
     }
-    this.meta.querySelector(".status").textContent = m.status ?? "";
+    showText(this.meta.querySelector(".status"), m.status ?? "");
     scrollToEnd();
   }
 
@@ -239,17 +238,12 @@ class AssistantView {
     }
     const { details, summary, text, touched } = this.thinking;
     const active = m.state === "streaming" && !m.content;
-    if (text.textContent !== m.reasoning) {
-      text.textContent = m.reasoning;
-      text.scrollTop = text.scrollHeight;
-    }
+    if (showText(text, m.reasoning)) text.scrollTop = text.scrollHeight;
     details.classList.toggle("active", active);
     const seconds = m.thoughtFor;
-    summary.textContent = active
-      ? "Thinking…"
-      : seconds == null
-        ? "Thoughts"
-        : `Thought for ${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+    let label = "Thinking…";
+    if (!active) label = seconds == null ? "Thoughts" : `Thought for ${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+    showText(summary, label);
     if (!active && !touched && details.open && m.content) details.open = false;
   }
 
@@ -268,9 +262,9 @@ class AssistantView {
       this.body.insertBefore(root, this.meta);
       view = this.toolCalls[index] = { name, id, args };
     }
-    view.name.textContent = call.name;
-    view.id.textContent = call.id;
-    if (view.args.textContent !== call.arguments) view.args.textContent = call.arguments;
+    showText(view.name, call.name);
+    showText(view.id, call.id);
+    showText(view.args, call.arguments);
   }
 
   setFigure(testid, value) {
@@ -309,6 +303,22 @@ class AssistantView {
     this.setReconnecting(null);
     this.render();
   }
+}
+
+/**
+ * Sets `node`'s text, appending when the text only grew so that a reader's
+ * selection in it survives; returns whether anything changed.
+ */
+function showText(node, text) {
+  const only = node.childNodes.length === 1 ? node.firstChild : null;
+  if (only?.nodeType === Node.TEXT_NODE && text.startsWith(only.data)) {
+    if (text.length === only.data.length) return false;
+    only.appendData(text.slice(only.data.length));
+    return true;
+  }
+  if (node.textContent === text) return false;
+  node.textContent = text;
+  return true;
 }
 
 /**
