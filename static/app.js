@@ -775,6 +775,10 @@ async function loadModels() {
   if (wanted) ui.model.value = wanted;
 }
 
+// A generation streaming here writes into this tab's copy of the
+// conversations, so another tab's save is taken in only while none does.
+store.follow(() => !current, renderConversation);
+
 applyTheme();
 resumeInterrupted();
 renderConversation();

@@ -50,6 +50,20 @@ export class Store {
     addEventListener("pagehide", () => this.flush());
   }
 
+  /**
+   * Takes in the conversations another tab of this page saved, when
+   * `allowed()`, then calls `changed`. Each tab writes them whole, so taking
+   * the other tab's copy keeps the next save from undoing its turns; which
+   * conversation is open stays this tab's own.
+   */
+  follow(allowed, changed) {
+    addEventListener("storage", (event) => {
+      if (event.key !== KEYS.conversations || !allowed()) return;
+      this.conversations = read(KEYS.conversations, []);
+      changed();
+    });
+  }
+
   get apiKey() {
     return read(KEYS.apiKey, "");
   }

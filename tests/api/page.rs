@@ -492,6 +492,48 @@ async fn conversations_are_kept_switched_renamed_and_deleted() {
 }
 
 #[tokio::test]
+async fn a_second_tab_keeps_the_first_tabs_conversations() {
+    // Arrange: two tabs of the page, sharing the browser's storage.
+    let app = spawn_app().await;
+    app.upstream.push(Reply::tokens(&["About cats."]));
+    app.upstream.push(Reply::tokens(&["About dogs."]));
+    let browser = Browser::launch().await;
+    let first = browser.open(&app.url("/")).await;
+    let second = browser.open(&app.url("/")).await;
+
+    // Act: a person works in one tab at a time, and Chromium only feeds
+    // input to the tab in front.
+    in_front(&first).await;
+    first.send("Tell me about cats").await;
+    first.wait_for_state("done").await;
+    let _: bool = second
+        .wait_for(
+            "the other tab's conversation",
+            "[...document.querySelectorAll('[data-testid=conversation-title]')].some((b) => b.textContent === 'Tell me about cats') || null",
+        )
+        .await;
+    in_front(&second).await;
+    second.click("[data-testid=new-chat]").await;
+    second.send("Tell me about dogs").await;
+    second.wait_for_state("done").await;
+    in_front(&first).await;
+    first.reload().await;
+
+    // Assert
+    let mut shown = titles(&first).await;
+    let Value::Array(list) = &mut shown else {
+        panic!("titles: {shown}");
+    };
+    list.sort_by_key(ToString::to_string);
+    assert_eq!(
+        shown,
+        json!(["Tell me about cats", "Tell me about dogs"]),
+        "neither tab's save undid the other's turns"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn on_a_phone_the_conversations_are_a_drawer() {
     // Arrange
     let app = spawn_app().await;
@@ -911,6 +953,13 @@ fn conversation_button(title: &str, testid: &str) -> String {
         "[data-testid=conversation]:has([data-testid=conversation-title][title={title}]) [data-testid={testid}]",
         title = json!(title)
     )
+}
+
+async fn in_front(page: &ChatPage) {
+    page.page
+        .bring_to_front()
+        .await
+        .unwrap_or_else(|error| panic!("bring the tab to the front: {error}"));
 }
 
 async fn sidebar_visible(page: &ChatPage) -> bool {
