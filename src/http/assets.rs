@@ -1,5 +1,7 @@
 //! The demo chat page from `static/`, compiled into the binary so that the
 //! one file a user runs is the whole product, wherever it is started from.
+//! The libraries under `static/vendor/` (see `scripts/vendor.sh`) are listed
+//! here too: a file missing from this list is a 404 in the page.
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -24,9 +26,34 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../static/sse.js"),
     ),
     (
+        "/generation.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/generation.js"),
+    ),
+    (
+        "/markdown.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/markdown.js"),
+    ),
+    (
+        "/store.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/store.js"),
+    ),
+    (
         "/style.css",
         "text/css; charset=utf-8",
         include_str!("../../static/style.css"),
+    ),
+    (
+        "/vendor/marked.esm.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/vendor/marked.esm.js"),
+    ),
+    (
+        "/vendor/purify.es.mjs",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/vendor/purify.es.mjs"),
     ),
 ];
 

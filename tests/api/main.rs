@@ -22,6 +22,7 @@ mod native;
 mod nginx;
 mod openai;
 mod operations;
+mod page;
 mod resume;
 mod retries;
 mod routing;
