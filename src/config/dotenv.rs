@@ -79,19 +79,35 @@ fn line_number(text: &str, line: &str) -> usize {
 }
 
 /// What is wrong with a variable's name: `Err` for a name so close to a
-/// setting that it must be a misspelling of it, `Ok(Some(_))` for one that
-/// only looks like ours, `Ok(None)` for anything else.
+/// setting that it must be a misspelling of it (one or two letters off,
+/// with the same first word: `LISTEN_ADR`), `Ok(Some(_))` for one that only
+/// looks like ours (close to a setting but with another first word, as
+/// OpenSSL's `SSL_CERT_FILE` is to `TLS_CERT_FILE`, or with our prefix),
+/// `Ok(None)` for anything else.
 pub fn check_name(name: &str) -> Result<Option<String>, String> {
     if SETTINGS.iter().any(|setting| setting.name == name) {
         return Ok(None);
     }
     if let Some(meant) = resembled(name) {
-        return Err(format!("`{name}` is not a setting; did you mean {meant}?"));
+        let message = format!("`{name}` is not a setting; did you mean {meant}?");
+        return if first_word(name) == first_word(meant) {
+            Err(message)
+        } else {
+            Ok(Some(message))
+        };
     }
     Ok(OURS
         .iter()
         .any(|prefix| name.starts_with(prefix))
         .then(|| format!("`{name}` looks like a setting but is not one (see --help)")))
+}
+
+/// The name up to its first separator, in capitals.
+fn first_word(name: &str) -> String {
+    name.split(['_', '-'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase()
 }
 
 /// The setting `name` is a near miss of: one or two letters added, lost,
