@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::corpus::{Extracted, ToolCall, extract};
+use crate::corpus::{Extracted, ToolCall, extract, side_by_side};
 use crate::dialects::{End, PROMPT_TOKENS, Speaks, Step};
 use crate::fake_upstream::{Chunking, FakeUpstream, Recorded, Reply};
 use crate::helpers::{TestApp, Transcript, json_body, spawn_app_with};
@@ -708,7 +708,7 @@ async fn native_recordings_come_out_right_whole_in_one_byte_pieces_and_in_random
     ];
     let recordings = native_recordings();
     assert_eq!(recordings.len(), 8, "the eight native recordings");
-    let replays = join_all(recordings.iter().flat_map(|(file, speaks, entry)| {
+    let replays = side_by_side(recordings.iter().flat_map(|(file, speaks, entry)| {
         chunkings.iter().map(move |&chunking| async move {
             let app = app_speaking(*speaks).await;
             app.upstream.push(Reply::fixture(file).chunked(chunking));

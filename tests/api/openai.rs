@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use crate::corpus::{
-    Extracted, REPLAY_LIMIT, ToolCall, compare_choices, openai_chat_recordings, upstream_errors,
+    Extracted, REPLAY_LIMIT, ToolCall, compare_choices, openai_chat_recordings, side_by_side,
+    upstream_errors,
 };
 use crate::failures::{assert_refused, content_chunk};
 use crate::fake_upstream::{Chunking, Reply};
@@ -28,7 +28,7 @@ async fn every_openai_chat_recording_streams_as_clean_chunks() {
     let recordings = openai_chat_recordings();
 
     // Act
-    let replays = join_all(recordings.iter().flat_map(|(file, entry)| {
+    let replays = side_by_side(recordings.iter().flat_map(|(file, entry)| {
         chunkings.iter().map(move |&chunking| async move {
             let app = spawn_app().await;
             app.upstream.push(Reply::fixture(file).chunked(chunking));
@@ -61,7 +61,7 @@ async fn every_openai_chat_recording_assembles_into_one_completion() {
     let recordings = openai_chat_recordings();
 
     // Act
-    let answers = join_all(recordings.iter().map(|(file, entry)| async move {
+    let answers = side_by_side(recordings.iter().map(|(file, entry)| async move {
         let app = spawn_app().await;
         app.upstream.push(Reply::fixture(file));
         let response = post_v1(&app, &request(json!({}))).await;
