@@ -16,6 +16,8 @@ mod openai_chat;
 mod openai_responses;
 mod redact;
 mod sse;
+#[cfg(test)]
+mod table;
 mod transport;
 
 use std::borrow::Cow;

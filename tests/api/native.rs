@@ -862,3 +862,47 @@ fn expected_of(entry: &Value) -> (Extracted, &'static str, Value) {
         }
     }
 }
+
+#[tokio::test]
+async fn the_demo_page_shows_every_kind_s_thinking_text_and_tool_calls_alike() {
+    use crate::browser::{Browser, LAST_ANSWER};
+    let browser = Browser::launch().await;
+    for speaks in Speaks::ALL {
+        // Arrange
+        let app = app_speaking(speaks).await;
+        app.upstream
+            .push(Reply::answer(speaks, &SCRIPT, End::Done).pace(Duration::from_millis(20)));
+        let page = browser.open(&app.url("/")).await;
+
+        // Act
+        page.send("Weather and time in Paris?").await;
+        page.wait_for_state("done").await;
+
+        // Assert
+        let shown: Value = page
+            .eval(&format!(
+                "(() => {{ const m = {LAST_ANSWER};
+                    return {{ reasoning: m.querySelector('[data-testid=thinking] .thinking-text')?.textContent ?? null,
+                              names: [...m.querySelectorAll('.tool-name')].map(e => e.textContent),
+                              args: [...m.querySelectorAll('.tool-args')].map(e => e.textContent) }}; }})()"
+            ))
+            .await;
+        assert_eq!(
+            page.answer_text().await.trim(),
+            "Hello",
+            "{speaks:?}: {shown}"
+        );
+        assert_eq!(shown["reasoning"], "Let me think.", "{speaks:?}: {shown}");
+        assert_eq!(
+            shown["names"],
+            json!(["get_weather", "get_time"]),
+            "{speaks:?}: {shown}"
+        );
+        assert_eq!(
+            shown["args"],
+            json!(["{\"city\":\"Paris\"}", "{}"]),
+            "{speaks:?}: {shown}"
+        );
+    }
+    browser.close().await;
+}

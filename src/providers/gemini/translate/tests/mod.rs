@@ -14,12 +14,10 @@ use serde_json::{Value, json};
 
 use super::Translator;
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
+use crate::providers::table::{self, Case, Input, as_json, case};
 use crate::providers::{DISCONNECTED, Translate};
 
 const NOT_JSON: &str = "the upstream sent a response that is not valid JSON: ";
-
-/// One dispatched upstream SSE event: (event type, data).
-type Input = (&'static str, String);
 
 fn msg(data: &str) -> Input {
     ("message", data.to_owned())
@@ -138,68 +136,21 @@ fn disconnected() -> StreamEvent {
 }
 
 fn run(input: &[Input], end: bool) -> (Vec<StreamEvent>, Translator) {
-    let mut translator = Translator::default();
-    let mut out = Vec::new();
-    for (event_type, data) in input {
-        translator.push(event_type, data, &mut out);
-    }
-    if end {
-        translator.end(&mut out);
-    }
-    (out, translator)
-}
-
-/// Events compared as the client receives them (their JSON), which also
-/// compares `usage` by value rather than by formatting.
-fn as_json(events: &[StreamEvent]) -> Vec<Value> {
-    events
-        .iter()
-        .map(|event| serde_json::to_value(event).unwrap())
-        .collect()
-}
-
-struct Case {
-    name: &'static str,
-    input: Vec<Input>,
-    /// Whether the upstream body then ends (EOF) with `Translator::end`.
-    end: bool,
-    expected: Vec<StreamEvent>,
-}
-
-fn case(name: &'static str, input: Vec<Input>, end: bool, expected: Vec<StreamEvent>) -> Case {
-    Case {
-        name,
-        input,
-        end,
-        expected,
-    }
+    table::run(input, end)
 }
 
 #[test]
 fn table() {
-    let failures: Vec<String> = [
-        text::cases(),
-        tool_calls::cases(),
-        finish::cases(),
-        errors::cases(),
-        robustness::cases(),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|case| {
-        let (got, translator) = run(&case.input, case.end);
-        let (got, expected) = (as_json(&got), as_json(&case.expected));
-        let terminal = case.expected.last().is_some_and(StreamEvent::is_terminal);
-        (got != expected || translator.is_done() != terminal).then(|| {
-            format!(
-                "{}:\n  got      {}\n  expected {}\n  is_done {}",
-                case.name,
-                Value::from(got),
-                Value::from(expected),
-                translator.is_done(),
-            )
-        })
-    })
-    .collect();
+    let failures = table::failures::<Translator>(
+        [
+            text::cases(),
+            tool_calls::cases(),
+            finish::cases(),
+            errors::cases(),
+            robustness::cases(),
+        ]
+        .into_iter()
+        .flatten(),
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,0 +1,83 @@
+//! The table-test harness every translator's tests share: hand-built
+//! upstream events in, our events out, compared as the client receives them.
+//! Each dialect keeps its own builders of wire events and its own tables;
+//! only the running and the comparing live here, once.
+
+use serde_json::Value;
+
+use super::Translate;
+use crate::event::StreamEvent;
+
+/// One dispatched upstream SSE event: (event type, data).
+pub(crate) type Input = (&'static str, String);
+
+/// One row of a translator's table.
+pub(crate) struct Case {
+    pub(crate) name: &'static str,
+    pub(crate) input: Vec<Input>,
+    /// Whether the upstream body then ends (EOF) with `Translate::end`.
+    pub(crate) end: bool,
+    pub(crate) expected: Vec<StreamEvent>,
+}
+
+pub(crate) fn case(
+    name: &'static str,
+    input: Vec<Input>,
+    end: bool,
+    expected: Vec<StreamEvent>,
+) -> Case {
+    Case {
+        name,
+        input,
+        end,
+        expected,
+    }
+}
+
+/// `input` through a fresh translator, then its end when `end`.
+pub(crate) fn run<T: Translate + Default>(input: &[Input], end: bool) -> (Vec<StreamEvent>, T) {
+    let mut translator = T::default();
+    let mut out = Vec::new();
+    for (event_type, data) in input {
+        translator.push(event_type, data, &mut out);
+    }
+    if end {
+        translator.end(&mut out);
+    }
+    (out, translator)
+}
+
+/// Events compared as the client receives them (their JSON), which also
+/// compares `usage` by value rather than by formatting.
+pub(crate) fn as_json(events: &[StreamEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|event| serde_json::to_value(event).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// Every row of `cases` whose events, or whose being done, differ from what
+/// it expects, described for the failure message.
+pub(crate) fn failures<T: Translate + Default>(
+    cases: impl IntoIterator<Item = Case>,
+) -> Vec<String> {
+    cases
+        .into_iter()
+        .filter_map(|case| {
+            let (got, translator) = run::<T>(&case.input, case.end);
+            let (got, expected) = (as_json(&got), as_json(&case.expected));
+            let terminal = expected
+                .last()
+                .is_some_and(|event| event["type"] == "finish" || event["type"] == "error");
+            (got != expected || translator.is_done() != terminal).then(|| {
+                format!(
+                    "{}:\n  got      {}\n  expected {}\n  is_done {}",
+                    case.name,
+                    Value::from(got),
+                    Value::from(expected),
+                    translator.is_done(),
+                )
+            })
+        })
+        .collect()
+}
