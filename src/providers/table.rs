@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
-use super::Translate;
-use crate::event::StreamEvent;
+use super::{DISCONNECTED, Translate};
+use crate::event::{ErrorCode, StreamEvent};
 
 /// One dispatched upstream SSE event: (event type, data).
 pub(crate) type Input = (&'static str, String);
@@ -54,6 +54,23 @@ pub(crate) fn as_json(events: &[StreamEvent]) -> Vec<Value> {
         .iter()
         .map(|event| serde_json::to_value(event).unwrap_or(Value::Null))
         .collect()
+}
+
+/// The upstream's own error, as every translator passes it on.
+pub(crate) fn upstream_error(message: &str) -> StreamEvent {
+    StreamEvent::error(ErrorCode::UpstreamError, message)
+}
+
+/// The end of a stream that stopped before its terminal event.
+pub(crate) fn disconnected() -> StreamEvent {
+    StreamEvent::error(ErrorCode::UpstreamDisconnected, DISCONNECTED)
+}
+
+/// Runs every row of `tables` through a fresh `T` and fails listing each
+/// row that came out otherwise than it expects.
+pub(crate) fn assert_table<T: Translate + Default>(tables: impl IntoIterator<Item = Vec<Case>>) {
+    let failures = failures::<T>(tables.into_iter().flatten());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Every row of `cases` whose events, or whose being done, differ from what

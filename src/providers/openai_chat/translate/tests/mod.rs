@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::Translator;
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
 use crate::providers::Translate;
-use crate::providers::table::{self, Case, Input, as_json, case};
+use crate::providers::table::{self, Case, Input, as_json, case, disconnected, upstream_error};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream/");
 const NOT_JSON: &str = "the upstream sent a chunk that is not valid JSON: ";
@@ -130,35 +130,19 @@ fn stop() -> StreamEvent {
     finish(FinishReason::Stop, None)
 }
 
-fn upstream_error(message: &str) -> StreamEvent {
-    StreamEvent::error(ErrorCode::UpstreamError, message)
-}
-
-fn disconnected() -> StreamEvent {
-    StreamEvent::error(
-        ErrorCode::UpstreamDisconnected,
-        "the upstream closed the stream before the generation finished",
-    )
-}
-
 fn run(input: &[Input], end: bool) -> (Vec<StreamEvent>, Translator) {
     table::run(input, end)
 }
 
 #[test]
 fn table() {
-    let failures = table::failures::<Translator>(
-        [
-            text::cases(),
-            tool_calls::cases(),
-            finish::cases(),
-            errors::cases(),
-            robustness::cases(),
-        ]
-        .into_iter()
-        .flatten(),
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    table::assert_table::<Translator>([
+        text::cases(),
+        tool_calls::cases(),
+        finish::cases(),
+        errors::cases(),
+        robustness::cases(),
+    ]);
 }
 
 #[test]
