@@ -46,11 +46,11 @@ const WAIT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(10);
 
 /// The newest assistant message, as a JavaScript expression.
-const LAST_ANSWER: &str =
+pub(crate) const LAST_ANSWER: &str =
     "[...document.querySelectorAll('[data-testid=message][data-role=assistant]')].at(-1)";
 
 /// How many assistant messages the page shows, as a JavaScript expression.
-const ANSWER_COUNT: &str =
+pub(crate) const ANSWER_COUNT: &str =
     "document.querySelectorAll('[data-testid=message][data-role=assistant]').length";
 
 /// Two browsers at once would slow each other down enough to make timeouts
@@ -395,7 +395,7 @@ async fn screenshots_of_a_finished_answer_are_saved_under_target() {
 // ---- Shared steps and checks ----
 
 /// An answer of `count` numbered words, one token each, `gap` apart.
-fn numbered_answer(count: usize, gap: Duration) -> (Reply, String) {
+pub(crate) fn numbered_answer(count: usize, gap: Duration) -> (Reply, String) {
     let tokens: Vec<String> = (0..count).map(|n| format!("w{n} ")).collect();
     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
     (Reply::tokens(&tokens).pace(gap), tokens.concat())
@@ -425,7 +425,7 @@ async fn shown_failure(reply: Reply) -> (String, String) {
 }
 
 /// The bodies of the chat requests the fake upstream received.
-fn chat_requests(app: &TestApp) -> Vec<Value> {
+pub(crate) fn chat_requests(app: &TestApp) -> Vec<Value> {
     app.upstream
         .requests()
         .into_iter()
@@ -455,15 +455,15 @@ fn assert_grew_in_order(states: &[String], full: &str) {
 // ---- The browser ----
 
 /// One headless Chromium with a fresh profile, for one test.
-struct Browser {
-    chromium: Chromium,
+pub(crate) struct Browser {
+    pub(crate) chromium: Chromium,
     handler: JoinHandle<()>,
     profile: PathBuf,
     _turn: MutexGuard<'static, ()>,
 }
 
 impl Browser {
-    async fn launch() -> Browser {
+    pub(crate) async fn launch() -> Browser {
         let turn = BROWSER_TURN.lock().await;
         assert!(
             Path::new(CHROMIUM).exists(),
@@ -532,7 +532,7 @@ impl Browser {
     }
 
     /// Lets Chromium shut down cleanly; a dropped browser is killed instead.
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.chromium.close().await;
         let _ = self.chromium.wait().await;
     }
@@ -567,7 +567,7 @@ fn sweep_stale_profiles(profiles: &Path) {
 
 /// A viewport to look at the page in.
 #[derive(Clone, Copy)]
-struct Screen {
+pub(crate) struct Screen {
     width: u32,
     height: u32,
     scale: f64,
@@ -575,7 +575,7 @@ struct Screen {
 }
 
 impl Screen {
-    const LAPTOP: Screen = Screen {
+    pub(crate) const LAPTOP: Screen = Screen {
         width: 1280,
         height: 800,
         scale: 1.0,
@@ -602,22 +602,22 @@ impl Screen {
 
 /// What [`ChatPage::record`] saw.
 #[derive(Debug, Deserialize)]
-struct Seen {
+pub(crate) struct Seen {
     /// Each distinct text of the newest answer, in order.
-    answers: Vec<String>,
+    pub(crate) answers: Vec<String>,
     /// Each distinct text of the reconnecting notice.
     reconnecting: Vec<String>,
 }
 
 /// The demo chat page, seen through its `data-testid` hooks.
-struct ChatPage {
-    page: Page,
+pub(crate) struct ChatPage {
+    pub(crate) page: Page,
 }
 
 impl ChatPage {
     /// Evaluates a JavaScript expression (awaiting a promise) and returns its
     /// JSON value.
-    async fn eval<T: DeserializeOwned>(&self, js: &str) -> T {
+    pub(crate) async fn eval<T: DeserializeOwned>(&self, js: &str) -> T {
         let result = self
             .page
             .evaluate_expression(js)
@@ -629,7 +629,7 @@ impl ChatPage {
     }
 
     /// Polls `js` until it is not null, and returns that value.
-    async fn wait_for<T: DeserializeOwned>(&self, what: &str, js: &str) -> T {
+    pub(crate) async fn wait_for<T: DeserializeOwned>(&self, what: &str, js: &str) -> T {
         let deadline = Instant::now() + WAIT;
         loop {
             let value: Value = self.eval(js).await;
@@ -650,7 +650,7 @@ impl ChatPage {
 
     /// Types `prompt` as a person does (click, text input, Enter) and waits
     /// for the answer to appear.
-    async fn send(&self, prompt: &str) {
+    pub(crate) async fn send(&self, prompt: &str) {
         let answers: usize = self.eval(ANSWER_COUNT).await;
         let prompt_box = self.element("[data-testid=prompt]").await;
         prompt_box
@@ -692,7 +692,7 @@ impl ChatPage {
 
     /// Waits until the newest answer has settled, and fails at once if it
     /// settled in another state than `state`.
-    async fn wait_for_state(&self, state: &str) {
+    pub(crate) async fn wait_for_state(&self, state: &str) {
         let settled: String = self
             .wait_for(
                 &format!("the answer to settle as {state:?}"),
@@ -710,7 +710,7 @@ impl ChatPage {
         );
     }
 
-    async fn wait_for_answer_containing(&self, text: &str) {
+    pub(crate) async fn wait_for_answer_containing(&self, text: &str) {
         let js = format!(
             "{LAST_ANSWER}?.querySelector('[data-testid=answer]').textContent.includes({}) || null",
             json!(text)
@@ -721,7 +721,7 @@ impl ChatPage {
     }
 
     /// The text of the newest answer ("" before there is one).
-    async fn answer_text(&self) -> String {
+    pub(crate) async fn answer_text(&self) -> String {
         self.eval(&format!(
             "{LAST_ANSWER}?.querySelector('[data-testid=answer]').textContent ?? ''"
         ))
@@ -739,7 +739,7 @@ impl ChatPage {
     /// Starts recording every state of the newest answer and of the
     /// reconnecting notice. A mutation observer sees each change, where
     /// polling from here could miss a short-lived one on a busy machine.
-    async fn record(&self) {
+    pub(crate) async fn record(&self) {
         let js = format!(
             "(() => {{
                 const seen = {{ answers: [], reconnecting: [] }};
@@ -758,13 +758,13 @@ impl ChatPage {
         let _: bool = self.eval(&js).await;
     }
 
-    async fn recorded(&self) -> Seen {
+    pub(crate) async fn recorded(&self) -> Seen {
         self.eval("window.__seen").await
     }
 
     /// Shows the page on `screen` and saves a screenshot as
     /// `target/screenshots/<name>`.
-    async fn screenshot(&self, screen: Screen, name: &str) -> PathBuf {
+    pub(crate) async fn screenshot(&self, screen: Screen, name: &str) -> PathBuf {
         let metrics = SetDeviceMetricsOverrideParams::builder()
             .width(screen.width)
             .height(screen.height)

@@ -28,3 +28,4 @@ mod safety;
 mod sdk;
 mod secrets;
 mod ui_chat;
+mod ui_page;
