@@ -77,3 +77,11 @@ if [ ! -f "$sdk/node_modules/.package-lock.json" ] \
     || [ "$sdk/package-lock.json" -nt "$sdk/node_modules/.package-lock.json" ]; then
     (cd "$sdk" && npm ci --no-audit --no-fund)
 fi
+
+# --- The useChat example, for its browser test (tests/api/ui_page.rs) ---
+# React, the AI SDK and esbuild from its lock file; the test builds the bundle.
+example=examples/ai-sdk-chat
+if [ ! -f "$example/node_modules/.package-lock.json" ] \
+    || [ "$example/package-lock.json" -nt "$example/node_modules/.package-lock.json" ]; then
+    (cd "$example" && npm ci --no-audit --no-fund)
+fi

@@ -421,7 +421,7 @@ fn assert_grew_in_order(states: &[String], full: &str) {
 
 /// One headless Chromium with a fresh profile, for one test.
 pub(crate) struct Browser {
-    chromium: Chromium,
+    pub(crate) chromium: Chromium,
     handler: JoinHandle<()>,
     profile: PathBuf,
     _turn: MutexGuard<'static, ()>,
@@ -566,9 +566,9 @@ impl Screen {
 
 /// What [`ChatPage::record`] saw.
 #[derive(Debug, Deserialize)]
-struct Seen {
+pub(crate) struct Seen {
     /// Each distinct text of the newest answer, in order.
-    answers: Vec<String>,
+    pub(crate) answers: Vec<String>,
     /// Each distinct text of the reconnecting notice.
     reconnecting: Vec<String>,
 }
@@ -724,7 +724,7 @@ impl ChatPage {
     /// Starts recording every state of the newest answer and of the
     /// reconnecting notice. A mutation observer sees each change, where
     /// polling from here could miss a short-lived one on a busy machine.
-    async fn record(&self) {
+    pub(crate) async fn record(&self) {
         let js = format!(
             "(() => {{
                 const seen = {{ answers: [], reconnecting: [] }};
@@ -743,7 +743,7 @@ impl ChatPage {
         let _: bool = self.eval(&js).await;
     }
 
-    async fn recorded(&self) -> Seen {
+    pub(crate) async fn recorded(&self) -> Seen {
         self.eval("window.__seen").await
     }
 

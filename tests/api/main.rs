@@ -31,3 +31,4 @@ mod sdk;
 mod secrets;
 mod tls;
 mod ui_chat;
+mod ui_page;

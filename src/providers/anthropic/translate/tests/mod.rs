@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::Translator;
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
-use crate::providers::table::{self, Case, Input, as_json, case, disconnected, upstream_error};
 use crate::providers::Translate;
+use crate::providers::table::{self, Case, Input, as_json, case, disconnected, upstream_error};
 
 /// `message_start`'s usage in the shape Anthropic sends it.
 const START_USAGE: &str = r#"{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}"#;

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::Translator;
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
-use crate::providers::table::{self, Case, Input, as_json, case, disconnected, upstream_error};
 use crate::providers::Translate;
+use crate::providers::table::{self, Case, Input, as_json, case, disconnected, upstream_error};
 
 const NOT_JSON: &str = "the upstream sent a response that is not valid JSON: ";
 

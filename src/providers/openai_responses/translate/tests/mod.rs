@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::Translator;
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
-use crate::providers::table::{self, Case, Input, as_json, case, disconnected, upstream_error};
 use crate::providers::Translate;
+use crate::providers::table::{self, Case, Input, as_json, case, disconnected, upstream_error};
 
 /// A named event as the API sends it: the name again in the data's `type`.
 fn event(kind: &'static str, mut fields: Value) -> Input {
