@@ -206,6 +206,7 @@ impl Generation {
             .map(|(_, at)| at.duration_since(self.created).as_secs_f64() * 1e3);
         tracing::info!(
             stream_id = %self.id,
+            caller = %self.owner,
             model = %Untrusted(&self.model),
             upstream = self.upstream.as_deref(),
             outcome,

@@ -494,7 +494,7 @@ async fn a_token_in_the_query_never_reaches_a_log_line_at_any_level() {
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     let transcript = Transcript::read(answer).await;
-    server.wait_for("stream finished");
+    let finished = server.wait_for("stream finished");
     assert!(server.terminate(), "the server stops on SIGTERM");
     let lines = server.logged();
 
@@ -506,4 +506,8 @@ async fn a_token_in_the_query_never_reaches_a_log_line_at_any_level() {
         .filter(|line| line.contains(signature))
         .collect();
     assert!(leaks.is_empty(), "{leaks:#?}");
+    assert!(
+        finished.contains("caller=key:") && !finished.contains("grace"),
+        "the line names the subject by its keyed hash: {finished}"
+    );
 }
