@@ -1,7 +1,11 @@
 //! The table-test harness every translator's tests share: hand-built
-//! upstream events in, our events out, compared as the client receives them.
-//! Each dialect keeps its own builders of wire events and its own tables;
-//! only the running and the comparing live here, once.
+//! upstream events in, our events out, compared as the client receives them;
+//! and the recorded streams of `tests/fixtures/upstream`, found by their
+//! dialect in `expected.json`. Each dialect keeps its own builders of wire
+//! events, its own tables and its own reading of what a recording must give;
+//! only the running, the comparing and the finding live here, once.
+
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -97,4 +101,40 @@ pub(crate) fn failures<T: Translate + Default>(
             })
         })
         .collect()
+}
+
+/// Where the recorded upstream streams are.
+pub(crate) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream/");
+
+/// The recordings of `format` that `expected.json` lists, with their
+/// entries; fails unless there are `count`, so that a renamed `format`
+/// key cannot make a corpus test check nothing.
+pub(crate) fn recordings(format: &str, count: usize) -> Vec<(String, Value)> {
+    let manifest = std::fs::read_to_string(format!("{FIXTURES}expected.json"))
+        .unwrap_or_else(|error| panic!("expected.json: {error}"));
+    let manifest: BTreeMap<String, Value> =
+        serde_json::from_str(&manifest).unwrap_or_else(|error| panic!("expected.json: {error}"));
+    let found: Vec<(String, Value)> = manifest
+        .into_iter()
+        .filter(|(_, entry)| entry["format"] == format)
+        .collect();
+    assert_eq!(found.len(), count, "{format} recordings in expected.json");
+    found
+}
+
+/// Fails listing every problem `check` finds in each of `recordings`,
+/// each with its file's name.
+pub(crate) fn assert_recordings(
+    recordings: &[(String, Value)],
+    check: impl Fn(&str, &Value) -> Vec<String>,
+) {
+    let failures: Vec<String> = recordings
+        .iter()
+        .flat_map(|(file, entry)| {
+            check(file, entry)
+                .into_iter()
+                .map(move |problem| format!("{file}: {problem}"))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

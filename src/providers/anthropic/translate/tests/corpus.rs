@@ -14,8 +14,7 @@ use futures_util::{Stream, stream};
 
 use super::*;
 use crate::providers::sse;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream/");
+use crate::providers::table::FIXTURES;
 
 /// The events of a recorded body, each (type, data), as the proxy's framer
 /// dispatches them; the body is always ready, so a no-op waker suffices.
@@ -187,21 +186,5 @@ fn check_recording(file: &str, entry: &Value) -> Vec<String> {
 
 #[test]
 fn corpus_anthropic_recordings() {
-    let manifest = fs::read_to_string(format!("{FIXTURES}expected.json")).unwrap();
-    let manifest: BTreeMap<String, Value> = serde_json::from_str(&manifest).unwrap();
-    let recordings: Vec<(&String, &Value)> = manifest
-        .iter()
-        .filter(|(_, entry)| entry["format"] == "anthropic")
-        .collect();
-    // Guards against a renamed `format` key silently checking nothing.
-    assert_eq!(recordings.len(), 4, "anthropic recordings in expected.json");
-    let failures: Vec<String> = recordings
-        .into_iter()
-        .flat_map(|(file, entry)| {
-            check_recording(file, entry)
-                .into_iter()
-                .map(move |problem| format!("{file}: {problem}"))
-        })
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    table::assert_recordings(&table::recordings("anthropic", 4), check_recording);
 }

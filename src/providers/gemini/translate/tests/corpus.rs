@@ -1,12 +1,10 @@
 //! The recorded Gemini streams of `tests/fixtures/upstream` come out as
 //! `expected.json` says: text, thought summaries, finish and usage.
 
-use std::collections::BTreeMap;
 use std::fs;
 
 use super::*;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream/");
+use crate::providers::table::FIXTURES;
 
 /// A strict WHATWG event-stream splitter that knows the three line endings
 /// (Gemini's recordings use CRLF); an unterminated last line and an event
@@ -160,21 +158,5 @@ fn check_recording(file: &str, entry: &Value) -> Vec<String> {
 
 #[test]
 fn corpus_gemini_recordings() {
-    let manifest = fs::read_to_string(format!("{FIXTURES}expected.json")).unwrap();
-    let manifest: BTreeMap<String, Value> = serde_json::from_str(&manifest).unwrap();
-    let recordings: Vec<(&String, &Value)> = manifest
-        .iter()
-        .filter(|(_, entry)| entry["format"] == "gemini")
-        .collect();
-    // Guards against a renamed `format` key silently checking nothing.
-    assert_eq!(recordings.len(), 2, "gemini recordings in expected.json");
-    let failures: Vec<String> = recordings
-        .into_iter()
-        .flat_map(|(file, entry)| {
-            check_recording(file, entry)
-                .into_iter()
-                .map(move |problem| format!("{file}: {problem}"))
-        })
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    table::assert_recordings(&table::recordings("gemini", 2), check_recording);
 }

@@ -1,6 +1,7 @@
 //! Every recorded stream of `tests/fixtures/upstream` comes out as `expected.json` says.
 
 use super::*;
+use crate::providers::table::FIXTURES;
 
 /// A strict WHATWG event-stream splitter, enough for the LF-only fixtures.
 fn split_sse(text: &str) -> Vec<(String, String)> {
@@ -254,25 +255,5 @@ fn compare_terminal(events: &[StreamEvent], expected: &Value, problems: &mut Vec
 
 #[test]
 fn corpus_openai_chat_recordings() {
-    let manifest = fs::read_to_string(format!("{FIXTURES}expected.json")).unwrap();
-    let manifest: BTreeMap<String, Value> = serde_json::from_str(&manifest).unwrap();
-    let recordings: Vec<(&String, &Value)> = manifest
-        .iter()
-        .filter(|(_, entry)| entry["format"] == "openai_chat")
-        .collect();
-    // Guards against a renamed `format` key silently checking nothing.
-    assert_eq!(
-        recordings.len(),
-        17,
-        "openai_chat recordings in expected.json"
-    );
-    let failures: Vec<String> = recordings
-        .into_iter()
-        .flat_map(|(file, entry)| {
-            check_recording(file, entry)
-                .into_iter()
-                .map(move |problem| format!("{file}: {problem}"))
-        })
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    table::assert_recordings(&table::recordings("openai_chat", 17), check_recording);
 }

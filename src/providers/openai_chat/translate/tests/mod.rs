@@ -20,7 +20,6 @@ use crate::event::{ErrorCode, FinishReason, StreamEvent};
 use crate::providers::Translate;
 use crate::providers::table::{self, Case, Input, as_json, case, disconnected, upstream_error};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream/");
 const NOT_JSON: &str = "the upstream sent a chunk that is not valid JSON: ";
 
 #[test]

@@ -11,8 +11,7 @@ use futures_util::{FutureExt, StreamExt, stream};
 
 use super::*;
 use crate::providers::sse;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream/");
+use crate::providers::table::FIXTURES;
 
 /// The recording's events as the proxy dispatches them, its body cut into `pieces`.
 fn dispatched(bytes: &[u8], pieces: usize) -> Vec<(String, String)> {
@@ -185,23 +184,14 @@ fn check_recording(file: &str, entry: &Value, pieces: usize) -> Vec<String> {
 
 #[test]
 fn corpus_responses_recordings() {
-    let manifest = fs::read_to_string(format!("{FIXTURES}expected.json")).unwrap();
-    let manifest: BTreeMap<String, Value> = serde_json::from_str(&manifest).unwrap();
-    let recordings: Vec<(&String, &Value)> = manifest
-        .iter()
-        .filter(|(_, entry)| entry["format"] == "responses")
-        .collect();
-    // Guards against a renamed `format` key silently checking nothing.
-    assert_eq!(recordings.len(), 2, "responses recordings in expected.json");
-    let failures: Vec<String> = recordings
-        .into_iter()
-        .flat_map(|(file, entry)| {
-            [usize::MAX, 1].into_iter().flat_map(move |pieces| {
+    table::assert_recordings(&table::recordings("responses", 2), |file, entry| {
+        [usize::MAX, 1]
+            .into_iter()
+            .flat_map(|pieces| {
                 check_recording(file, entry, pieces)
                     .into_iter()
-                    .map(move |problem| format!("{file} (pieces of {pieces} bytes): {problem}"))
+                    .map(move |problem| format!("(pieces of {pieces} bytes) {problem}"))
             })
-        })
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+            .collect()
+    });
 }
