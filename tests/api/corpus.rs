@@ -20,9 +20,9 @@ pub(crate) const EXPECTED: &str = include_str!("../fixtures/upstream/expected.js
 const OPENAI_CHAT_RECORDINGS: usize = 17;
 
 /// Longer than any replay takes (the longest, 67 KB in one-byte pieces,
-/// takes about 5 s alone in a debug build and three times that beside the
-/// rest of the suite on 2 cores), shorter than `Transcript::read`'s own
-/// limit, so a proxy that never ends a stream fails with the file's name.
+/// takes seconds in a debug build, and passed 15 s beside the rest of the
+/// suite on 2 cores), shorter than `Transcript::read`'s own limit, so a
+/// proxy that never ends a stream fails with the file's name.
 pub(crate) const REPLAY_LIMIT: Duration = Duration::from_secs(25);
 
 /// Replays run side by side at most this many at a time: all at once, a
