@@ -4,18 +4,18 @@
 //! side, each relay alone on the same core.
 //!
 //! ```sh
-//! cargo bench --bench relay                  # every scenario, ~2 minutes
+//! cargo bench --bench relay                  # every scenario, a few minutes
 //! cargo bench --bench relay -- burst --quick # one scenario, smaller
 //! ```
 //!
 //! Everything it needs is here — the fake upstream (`upstream`), the load
 //! generator (`client`), the child process and its `/proc` figures (`proxy`),
 //! the reference relays (`references`), the Redis server of the `redis`
-//! scenario (`redis`), and the table, JSON and SVG (`report`) — so the
-//! numbers in the README can
-//! be reproduced with no outside tool. `TOKENRELAY_BIN` measures another
-//! build (an older one, for a before/after); `TOKENRELAY_WRAPPER` runs it
-//! under a profiler (`valgrind --tool=callgrind`).
+//! scenario (`redis_server`), and the table, JSON and SVG (`report`) — so
+//! the numbers in the README can be reproduced with no outside tool.
+//! `TOKENRELAY_BIN` measures another build (an older one, for a
+//! before/after); `TOKENRELAY_WRAPPER` runs it under a profiler
+//! (`valgrind --tool=callgrind`).
 
 mod client;
 mod proxy;
@@ -406,19 +406,17 @@ impl Run {
     fn absorb(&mut self, other: &Run) {
         self.direct.absorb(&other.direct);
         for (relay, side, spent) in &other.relayed {
-            match self.relayed.iter_mut().find(|(r, _, _)| r == relay) {
-                Some((_, mine, my_spent)) => {
-                    mine.absorb(side);
-                    my_spent.absorb(spent);
-                }
+            let at = match self.relayed.iter().position(|(r, _, _)| r == relay) {
+                Some(at) => at,
                 None => {
-                    let mut mine = Side::default();
-                    mine.absorb(side);
-                    let mut my_spent = Spent::default();
-                    my_spent.absorb(spent);
-                    self.relayed.push((*relay, mine, my_spent));
+                    self.relayed
+                        .push((*relay, Side::default(), Spent::default()));
+                    self.relayed.len() - 1
                 }
-            }
+            };
+            let (_, mine, my_spent) = &mut self.relayed[at];
+            mine.absorb(side);
+            my_spent.absorb(spent);
         }
     }
 }
