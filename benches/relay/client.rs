@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::upstream::find;
@@ -24,13 +25,22 @@ const READ_BYTES: usize = 8 * 1024;
 /// Longest response head we accept.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// Who the client talks to, which decides the request and how tokens look.
+/// The protocol the client speaks, which decides the request and how
+/// tokens look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
-    /// The fake upstream itself: `POST /v1/chat/completions`, OpenAI chunks.
-    Direct,
+    /// `POST /v1/chat/completions`, OpenAI chunks: the fake upstream itself,
+    /// and the reference relays, which pass its chunks on.
+    OpenAi,
     /// tokenrelay: `POST /api/chat`, our event protocol.
-    Proxy,
+    Tokenrelay,
+}
+
+/// How a follower names where it attaches, both of which tokenrelay takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Attach {
+    Header,
+    Query,
 }
 
 /// What a complete stream holds.
@@ -54,13 +64,13 @@ pub struct Request {
 impl Request {
     pub fn new(addr: SocketAddr, via: Via, model: &str, expect: Expect, timeout: Duration) -> Self {
         let (path, body) = match via {
-            Via::Direct => (
+            Via::OpenAi => (
                 "/v1/chat/completions",
                 format!(
                     r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hi"}}],"stream":true,"stream_options":{{"include_usage":true}}}}"#
                 ),
             ),
-            Via::Proxy => (
+            Via::Tokenrelay => (
                 "/api/chat",
                 format!(
                     r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hi"}}]}}"#
@@ -74,6 +84,31 @@ impl Request {
         Self {
             addr,
             via,
+            bytes: Bytes::from(bytes),
+            expect,
+            timeout,
+        }
+    }
+
+    /// A follower of tokenrelay's generation `stream_id` from its first
+    /// token on: after event 0, the `start`, which only its first client reads.
+    pub fn follow(
+        addr: SocketAddr,
+        stream_id: &str,
+        attach: Attach,
+        expect: Expect,
+        timeout: Duration,
+    ) -> Self {
+        let (query, header) = match attach {
+            Attach::Header => (String::new(), format!("last-event-id: {stream_id}:0\r\n")),
+            Attach::Query => (format!("?last_event_id={stream_id}:0"), String::new()),
+        };
+        let bytes = format!(
+            "GET /api/chat/{stream_id}/events{query} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n{header}connection: close\r\n\r\n"
+        );
+        Self {
+            addr,
+            via: Via::Tokenrelay,
             bytes: Bytes::from(bytes),
             expect,
             timeout,
@@ -95,6 +130,16 @@ pub struct Outcome {
 /// Runs one stream; `open` counts streams whose response has begun and not
 /// yet ended, which is what memory per open stream divides by.
 pub async fn stream(request: &Request, open: &Arc<AtomicUsize>) -> Outcome {
+    lead(request, open, None).await
+}
+
+/// `stream`, sending tokenrelay's `x-stream-id` to `started` as soon as the
+/// response head arrives, so that followers can attach while it runs.
+pub async fn lead(
+    request: &Request,
+    open: &Arc<AtomicUsize>,
+    mut started: Option<oneshot::Sender<String>>,
+) -> Outcome {
     let mut reader = Reader::new(request.via, request.expect);
     let connected = tokio::time::timeout(request.timeout, TcpStream::connect(request.addr)).await;
     let mut tcp = match connected {
@@ -127,6 +172,9 @@ pub async fn stream(request: &Request, open: &Arc<AtomicUsize>) -> Outcome {
             if reader.streaming && !counted.counted {
                 counted.open.fetch_add(1, Ordering::Relaxed);
                 counted.counted = true;
+                if let (Some(started), Some(id)) = (started.take(), reader.stream_id.take()) {
+                    let _ = started.send(id);
+                }
             }
             if reader.done {
                 return Ok(());
@@ -147,7 +195,7 @@ pub async fn stream(request: &Request, open: &Arc<AtomicUsize>) -> Outcome {
     }
 }
 
-fn failed(elapsed: Duration, failure: String) -> Outcome {
+pub fn failed(elapsed: Duration, failure: String) -> Outcome {
     Outcome {
         ttft: None,
         tokens: 0,
@@ -177,6 +225,8 @@ struct Reader {
     head: Vec<u8>,
     /// The head said 200 and an event stream follows.
     streaming: bool,
+    /// tokenrelay's `x-stream-id`, from the head.
+    stream_id: Option<String>,
     chunked: bool,
     chunk: Chunk,
     line: Vec<u8>,
@@ -208,6 +258,7 @@ impl Reader {
             expect,
             head: Vec::new(),
             streaming: false,
+            stream_id: None,
             chunked: false,
             chunk: Chunk::Size {
                 size: 0,
@@ -241,6 +292,10 @@ impl Reader {
                 ));
             }
             self.chunked = head.contains("\r\ntransfer-encoding: chunked");
+            self.stream_id = head
+                .split("\r\n")
+                .find_map(|line| line.strip_prefix("x-stream-id:"))
+                .map(|id| id.trim().to_owned());
             self.streaming = true;
             bytes = &bytes[end + 4 - before..];
             self.head = Vec::new();
@@ -326,12 +381,12 @@ impl Reader {
             return Ok(());
         }
         // OpenAI's usage chunk follows the finish; nothing follows ours.
-        if self.finished && self.via == Via::Proxy {
+        if self.finished && self.via == Via::Tokenrelay {
             return Err("an event after the finish".to_owned());
         }
         let key: &[u8] = match self.via {
-            Via::Direct => br#""content":""#,
-            Via::Proxy => br#""token":""#,
+            Via::OpenAi => br#""content":""#,
+            Via::Tokenrelay => br#""token":""#,
         };
         if let Some(at) = find_early(data, key) {
             let value = &data[at + key.len()..];
@@ -347,8 +402,8 @@ impl Reader {
             return Ok(());
         }
         let finish = match self.via {
-            Via::Direct => find(data, br#""finish_reason":"stop""#).is_some(),
-            Via::Proxy => data.starts_with(br#"{"type":"finish""#),
+            Via::OpenAi => find(data, br#""finish_reason":"stop""#).is_some(),
+            Via::Tokenrelay => data.starts_with(br#"{"type":"finish""#),
         };
         if finish {
             self.finished = true;

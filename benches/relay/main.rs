@@ -1,21 +1,26 @@
 //! What tokenrelay adds to a token stream, measured: the same load run
-//! straight against a fake upstream and through the real release binary,
-//! side by side, with the proxy alone on one core.
+//! straight against a fake upstream, through the real release binary, and
+//! through two reference relays — a naive one and a byte pipe — side by
+//! side, each relay alone on the same core.
 //!
 //! ```sh
-//! cargo bench --bench relay                  # every scenario, ~2 minutes
+//! cargo bench --bench relay                  # every scenario, a few minutes
 //! cargo bench --bench relay -- burst --quick # one scenario, smaller
 //! ```
 //!
 //! Everything it needs is here — the fake upstream (`upstream`), the load
 //! generator (`client`), the child process and its `/proc` figures (`proxy`),
-//! and the table, JSON and SVG (`report`) — so the numbers in the README can
-//! be reproduced with no outside tool. `TOKENRELAY_BIN` measures another
-//! build (an older one, for a before/after); `TOKENRELAY_WRAPPER` runs it
-//! under a profiler (`valgrind --tool=callgrind`).
+//! the reference relays (`references`), the Redis server of the `redis`
+//! scenario (`redis_server`), and the table, JSON and SVG (`report`) — so
+//! the numbers in the README can be reproduced with no outside tool.
+//! `TOKENRELAY_BIN` measures another build (an older one, for a
+//! before/after); `TOKENRELAY_WRAPPER` runs it under a profiler
+//! (`valgrind --tool=callgrind`).
 
 mod client;
 mod proxy;
+mod redis_server;
+mod references;
 mod report;
 mod upstream;
 
@@ -27,23 +32,37 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use client::{Expect, Outcome, Request, Via};
+use client::{Attach, Expect, Outcome, Request, Via};
 use proxy::{Launch, Proxy};
+use references::Relay;
 use report::{Row, Targets};
 use upstream::{Script, Scripts};
 
-const SCENARIOS: [&str; 5] = ["single", "burst", "paced", "hold", "parser"];
+const SCENARIOS: [&str; 7] = [
+    "single", "burst", "paced", "hold", "parser", "fanout", "redis",
+];
 
-/// The core the proxy gets to itself; the load generator and the fake
-/// upstream share the other.
+/// The core each relay gets to itself, one after the other; the load
+/// generator, the fake upstream and Redis share the other.
 const PROXY_CORE: usize = 1;
 const BENCH_CORE: usize = 0;
 
 fn main() -> ExitCode {
-    let options = match Options::parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|first| first == references::SERVE) {
+        return match references::serve(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                say(&format!("reference relay: {error}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let options = match Options::parse(args.into_iter()) {
         Ok(Some(options)) => options,
         Ok(None) => {
             say(USAGE);
@@ -80,10 +99,13 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str =
-    "usage: cargo bench --bench relay -- [--quick|--long] [single|burst|paced|hold|parser]...
+    "usage: cargo bench --bench relay -- [--quick|--long] [single|burst|paced|hold|parser|fanout|redis]...
 
-Runs each named scenario (all by default) directly against a fake upstream
-and through tokenrelay, prints a table, and writes target/bench/results.json
+Runs each named scenario (all by default) directly against a fake upstream,
+through tokenrelay and through the naive and byte-pipe reference relays
+(fanout and redis: tokenrelay only; the 1 MiB line: not the naive relay;
+redis needs redis-server on the PATH),
+prints a table, and writes target/bench/results.json
 and target/bench/chart.svg; a full run of every scenario also updates
 docs/benchmark.svg. --quick runs a smaller load for a smoke test; --long
 ten times the streams, to attach a profiler to tokenrelay while it runs.
@@ -194,6 +216,7 @@ async fn run(options: Options) -> Result<usize, String> {
             core: pinned.then_some(PROXY_CORE),
             log,
             dir: out.clone(),
+            env: Vec::new(),
         },
     };
     let environment = report::Environment::now(&binary, cores, pinned, options.quick, &wrapper);
@@ -216,7 +239,9 @@ async fn run(options: Options) -> Result<usize, String> {
             "burst" => rows.push(burst(&bench).await?),
             "paced" => rows.push(paced(&bench).await?),
             "hold" => rows.push(hold(&bench).await?),
-            _ => rows.extend(parser(&bench).await?),
+            "parser" => rows.extend(parser(&bench).await?),
+            "fanout" => rows.push(fanout(&bench).await?),
+            _ => rows.extend(redis(&bench).await?),
         }
     }
     stop.cancel();
@@ -353,6 +378,11 @@ impl Side {
         self.tokens() as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 
+    fn absorb(&mut self, other: &Side) {
+        self.outcomes.extend(other.outcomes.iter().cloned());
+        self.wall += other.wall;
+    }
+
     fn failure_examples(&self) -> Vec<String> {
         let mut examples: Vec<String> = self
             .outcomes
@@ -362,6 +392,33 @@ impl Side {
             .collect();
         examples.dedup();
         examples
+    }
+}
+
+/// One load, run directly and through one relay or more.
+#[derive(Debug, Default)]
+struct Run {
+    direct: Side,
+    relayed: Vec<(Relay, Side, Spent)>,
+}
+
+impl Run {
+    /// `other`'s streams and spending added to this run's, relay by relay.
+    fn absorb(&mut self, other: &Run) {
+        self.direct.absorb(&other.direct);
+        for (relay, side, spent) in &other.relayed {
+            let at = match self.relayed.iter().position(|(r, _, _)| r == relay) {
+                Some(at) => at,
+                None => {
+                    self.relayed
+                        .push((*relay, Side::default(), Spent::default()));
+                    self.relayed.len() - 1
+                }
+            };
+            let (_, mine, my_spent) = &mut self.relayed[at];
+            mine.absorb(side);
+            my_spent.absorb(spent);
+        }
     }
 }
 
@@ -380,6 +437,9 @@ struct Spent {
     /// Resident memory: after warm-up, and when the most streams were open.
     baseline_kib: Option<u64>,
     peak: Option<(usize, u64)>,
+    /// Commands Redis ran, and its own CPU time, when tokenrelay used one.
+    redis_commands: Option<u64>,
+    redis_cpu: Option<Duration>,
 }
 
 impl Spent {
@@ -389,10 +449,34 @@ impl Spent {
         self.syscalls = before.syscalls_until(after);
         self.ticks = Some(before.split_until(after));
     }
+
+    /// `other`'s CPU time and system calls added to these.
+    fn absorb(&mut self, other: &Spent) {
+        fn sum<T: std::ops::Add<Output = T>>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            }
+        }
+        let pair = |a: Option<(u64, u64)>, b: Option<(u64, u64)>| match (a, b) {
+            (Some(a), Some(b)) => Some((a.0 + b.0, a.1 + b.1)),
+            (a, b) => a.or(b),
+        };
+        self.cpu = sum(self.cpu, other.cpu);
+        self.syscalls = pair(self.syscalls, other.syscalls);
+        self.ticks = pair(self.ticks, other.ticks);
+        self.direct_load_cpu = sum(self.direct_load_cpu, other.direct_load_cpu);
+    }
 }
 
 /// Runs `load` against `addr`, sampling the proxy's memory while it runs.
-async fn drive(addr: SocketAddr, via: Via, load: &Load, proxy: Option<&Proxy>) -> (Side, Spent) {
+async fn drive(
+    addr: SocketAddr,
+    via: Via,
+    load: &Load,
+    proxy: Option<&Proxy>,
+    redis: Option<&redis_server::Server>,
+) -> (Side, Spent) {
     let request = Arc::new(Request::new(
         addr,
         via,
@@ -414,6 +498,10 @@ async fn drive(addr: SocketAddr, via: Via, load: &Load, proxy: Option<&Proxy>) -
     let own_before = proxy::Cpu::read(std::process::id());
     let cpu_before = proxy.and_then(Proxy::cpu);
     spent.baseline_kib = proxy.and_then(Proxy::rss_kib);
+    let redis_before = match redis {
+        Some(redis) => Some((redis.commands().await, redis.cpu())),
+        None => None,
+    };
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = proxy.map(|proxy| {
         let pid = proxy.pid();
@@ -433,6 +521,11 @@ async fn drive(addr: SocketAddr, via: Via, load: &Load, proxy: Option<&Proxy>) -
     }
     if let (Some(before), Some(after)) = (cpu_before, proxy.and_then(Proxy::cpu)) {
         spent.proxy(&before, &after);
+    }
+    if let (Some(redis), Some((commands, cpu))) = (redis, redis_before) {
+        let later = redis.commands().await;
+        spent.redis_commands = commands.zip(later).map(|(a, b)| b.saturating_sub(a));
+        spent.redis_cpu = cpu.zip(redis.cpu()).map(|(a, b)| a.until(&b));
     }
     (Side { outcomes, wall }, spent)
 }
@@ -480,69 +573,111 @@ async fn streams(request: &Arc<Request>, load: &Load, open: &Arc<AtomicUsize>) -
     for task in tasks {
         match task.await {
             Ok(mut done) => outcomes.append(&mut done),
-            Err(error) => outcomes.push(Outcome {
-                ttft: None,
-                tokens: 0,
-                elapsed: Duration::ZERO,
-                failure: Some(format!("client task failed: {error}")),
-            }),
+            Err(error) => outcomes.push(client_task_failed(&error)),
         }
     }
     outcomes
 }
 
-/// Both sides of one load: direct, then through a fresh tokenrelay (fresh,
-/// so each scenario's CPU and memory are its own).
-async fn compare(bench: &Bench, load: &Load) -> Result<(Side, Side, Spent), String> {
-    say("    direct");
-    let (direct, direct_spent) = drive(bench.upstream, Via::Direct, load, None).await;
-    say("    through tokenrelay");
-    let mut proxy = Proxy::start(&bench.launch, bench.upstream).await?;
-    let (relayed, mut spent) = drive(proxy.addr, Via::Proxy, load, Some(&proxy)).await;
-    spent.direct_load_cpu = direct_spent.direct_load_cpu;
-    proxy.stop();
-    Ok((direct, relayed, spent))
+fn client_task_failed(error: &tokio::task::JoinError) -> Outcome {
+    client::failed(Duration::ZERO, format!("client task failed: {error}"))
 }
 
-/// One stream at a time, direct and relayed by turns, so that whatever else
-/// the machine does weighs on both alike: the difference measured here is a
-/// tenth of a millisecond, less than the noise between two runs. The load
-/// generator's own cost comes from a direct pass first.
-async fn interleaved(bench: &Bench, load: &Load) -> Result<(Side, Side, Spent), String> {
+/// A client task's outcome, or why it has none.
+fn joined(result: Result<Outcome, tokio::task::JoinError>) -> Outcome {
+    result.unwrap_or_else(|error| client_task_failed(&error))
+}
+
+/// One load through `relay`, started fresh for it (so that each scenario's
+/// CPU and memory are its own) with `launch`; `redis`, when tokenrelay uses
+/// one, is watched alike.
+async fn through(
+    bench: &Bench,
+    launch: &Launch,
+    relay: Relay,
+    load: &Load,
+    redis: Option<&redis_server::Server>,
+    direct: &Spent,
+) -> Result<(Side, Spent), String> {
+    say(&format!("    through {}", relay.name()));
+    let mut proxy = Proxy::start(launch, relay, bench.upstream).await?;
+    let (side, mut spent) = drive(proxy.addr, relay.via(), load, Some(&proxy), redis).await;
+    spent.direct_load_cpu = direct.direct_load_cpu;
+    proxy.stop();
+    Ok((side, spent))
+}
+
+/// One load directly, then through each of `relays` in turn.
+async fn compare(bench: &Bench, load: &Load, relays: &[Relay]) -> Result<Run, String> {
     say("    direct");
-    let (_, direct_spent) = drive(bench.upstream, Via::Direct, load, None).await;
-    say("    direct and through tokenrelay, by turns");
-    let mut proxy = Proxy::start(&bench.launch, bench.upstream).await?;
+    let (direct, direct_spent) = drive(bench.upstream, Via::OpenAi, load, None, None).await;
+    let mut relayed = Vec::new();
+    for &relay in relays {
+        let (side, spent) = through(bench, &bench.launch, relay, load, None, &direct_spent).await?;
+        relayed.push((relay, side, spent));
+    }
+    Ok(Run { direct, relayed })
+}
+
+/// One stream at a time, direct and through each relay by turns, so that
+/// whatever else the machine does weighs on all alike: the difference
+/// measured here is a tenth of a millisecond, less than the noise between
+/// two runs. The load generator's own cost comes from a direct pass first.
+async fn interleaved(bench: &Bench, load: &Load) -> Result<Run, String> {
+    say("    direct");
+    let (_, direct_spent) = drive(bench.upstream, Via::OpenAi, load, None, None).await;
+    say("    direct and through each relay, by turns");
+    let mut proxies = Vec::new();
+    for relay in Relay::ALL {
+        proxies.push((
+            relay,
+            Proxy::start(&bench.launch, relay, bench.upstream).await?,
+        ));
+    }
     let request = |addr, via| Request::new(addr, via, &load.model, load.expect, load.timeout);
-    let direct_request = request(bench.upstream, Via::Direct);
-    let proxy_request = request(proxy.addr, Via::Proxy);
+    let direct_request = request(bench.upstream, Via::OpenAi);
+    let requests: Vec<Request> = proxies
+        .iter()
+        .map(|(relay, proxy)| request(proxy.addr, relay.via()))
+        .collect();
     let open = Arc::new(AtomicUsize::new(0));
     for _ in 0..load.warmup {
         client::stream(&direct_request, &open).await;
-        client::stream(&proxy_request, &open).await;
+        for request in &requests {
+            client::stream(request, &open).await;
+        }
     }
-    let cpu_before = proxy.cpu();
+    let before: Vec<_> = proxies.iter().map(|(_, proxy)| proxy.cpu()).collect();
     let streams = load.slots.max(1) * load.per_slot;
     let mut direct = Vec::with_capacity(streams);
-    let mut relayed = Vec::with_capacity(streams);
+    let mut relayed: Vec<Vec<Outcome>> = requests.iter().map(|_| Vec::new()).collect();
     for _ in 0..streams {
         direct.push(client::stream(&direct_request, &open).await);
-        relayed.push(client::stream(&proxy_request, &open).await);
+        for (request, outcomes) in requests.iter().zip(&mut relayed) {
+            outcomes.push(client::stream(request, &open).await);
+        }
     }
-    let mut spent = Spent {
-        direct_load_cpu: direct_spent.direct_load_cpu,
-        ..Spent::default()
-    };
-    if let (Some(before), Some(after)) = (cpu_before, proxy.cpu()) {
-        spent.proxy(&before, &after);
-    }
-    proxy.stop();
     // One at a time, a side's throughput is its tokens over its own streams' time.
     let side = |outcomes: Vec<Outcome>| Side {
         wall: outcomes.iter().map(|o| o.elapsed).sum(),
         outcomes,
     };
-    Ok((side(direct), side(relayed), spent))
+    let mut run = Run {
+        direct: side(direct),
+        relayed: Vec::new(),
+    };
+    for (((relay, mut proxy), before), outcomes) in proxies.into_iter().zip(before).zip(relayed) {
+        let mut spent = Spent {
+            direct_load_cpu: direct_spent.direct_load_cpu,
+            ..Spent::default()
+        };
+        if let (Some(before), Some(after)) = (before, proxy.cpu()) {
+            spent.proxy(&before, &after);
+        }
+        proxy.stop();
+        run.relayed.push((relay, side(outcomes), spent));
+    }
+    Ok(run)
 }
 
 impl Load {
@@ -574,13 +709,11 @@ async fn single(bench: &Bench) -> Result<Row, String> {
         timeout: Duration::from_secs(10),
         ..Load::tokens(bench, "single", 40, Duration::ZERO)
     };
-    let (direct, proxy, spent) = interleaved(bench, &load).await?;
+    let run = interleaved(bench, &load).await?;
     Ok(Row::new(
         "single",
         "one stream at a time, 40 tokens back to back",
-        &direct,
-        &proxy,
-        &spent,
+        &run,
         false,
         Targets {
             added_p50_ms: Some(0.1),
@@ -590,19 +723,22 @@ async fn single(bench: &Bench) -> Result<Row, String> {
     ))
 }
 
-async fn burst(bench: &Bench) -> Result<Row, String> {
-    let load = Load {
+const BURST: &str = "20 concurrent streams, 200 tokens back to back";
+
+fn burst_load(bench: &Bench) -> Load {
+    Load {
         slots: 20,
         per_slot: bench.scaled(10, 100),
         ..Load::tokens(bench, "burst", 200, Duration::ZERO)
-    };
-    let (direct, proxy, spent) = compare(bench, &load).await?;
+    }
+}
+
+async fn burst(bench: &Bench) -> Result<Row, String> {
+    let run = compare(bench, &burst_load(bench), &Relay::ALL).await?;
     Ok(Row::new(
         "burst",
-        "20 concurrent streams, 200 tokens back to back",
-        &direct,
-        &proxy,
-        &spent,
+        BURST,
+        &run,
         false,
         Targets {
             cpu_us: Some(2.0),
@@ -612,23 +748,26 @@ async fn burst(bench: &Bench) -> Result<Row, String> {
     ))
 }
 
-async fn paced(bench: &Bench) -> Result<Row, String> {
+const PACED: &str = "200 concurrent streams, 40 tokens 10 ms apart";
+
+fn paced_load(bench: &Bench) -> Load {
     let gap = Duration::from_millis(10);
-    let load = Load {
+    Load {
         slots: 200,
         per_slot: bench.scaled(1, 5),
         // Starts spread over one stream's length: a steady 200 open, not a herd.
         stagger: gap * 40,
         warmup: 200,
         ..Load::tokens(bench, "paced", 40, gap)
-    };
-    let (direct, proxy, spent) = compare(bench, &load).await?;
+    }
+}
+
+async fn paced(bench: &Bench) -> Result<Row, String> {
+    let run = compare(bench, &paced_load(bench), &Relay::ALL).await?;
     Ok(Row::new(
         "paced",
-        "200 concurrent streams, 40 tokens 10 ms apart",
-        &direct,
-        &proxy,
-        &spent,
+        PACED,
+        &run,
         false,
         Targets {
             added_p50_ms: Some(0.5),
@@ -651,13 +790,11 @@ async fn hold(bench: &Bench) -> Result<Row, String> {
         timeout: Duration::from_secs(60),
         ..Load::tokens(bench, "hold", tokens, Duration::from_millis(100))
     };
-    let (direct, proxy, spent) = compare(bench, &load).await?;
+    let run = compare(bench, &load, &Relay::ALL).await?;
     Ok(Row::new(
         "hold",
         &format!("{streams} concurrent streams, a token every 100 ms"),
-        &direct,
-        &proxy,
-        &spent,
+        &run,
         true,
         Targets {
             cpu_us: Some(8.0),
@@ -687,11 +824,14 @@ async fn parser(bench: &Bench) -> Result<Vec<Row>, String> {
         timeout: Duration::from_secs(60),
         warmup: 1,
     };
-    let (direct, proxy, spent) = compare(bench, &line).await?;
-    let line_row = Row::long_line(&direct, &proxy, &spent, 50.0);
+    // Not through the naive relay: eventsource-stream scans its whole
+    // buffer again for each piece, so this one line costs it about a minute
+    // of CPU and never arrives whole within the timeout.
+    let relays = [Relay::Tokenrelay, Relay::Pipe];
+    let line_row = Row::long_line(&compare(bench, &line, &relays).await?, 50.0);
 
     let small: u32 = if bench.quick { 20_000 } else { 100_000 };
-    let mut sides = Vec::new();
+    let mut runs = Vec::new();
     for count in [small, small * 2] {
         let load = Load {
             per_slot: bench.scaled(1, 3),
@@ -699,8 +839,151 @@ async fn parser(bench: &Bench) -> Result<Vec<Row>, String> {
             warmup: 0,
             ..Load::tokens(bench, &format!("events-{count}"), count, Duration::ZERO)
         };
-        sides.push((count, compare(bench, &load).await?));
+        runs.push((count, compare(bench, &load, &Relay::ALL).await?));
     }
-    let events_row = Row::small_events(&sides);
+    let events_row = Row::small_events(&runs);
     Ok(vec![line_row, events_row])
+}
+
+/// One generation read by the client that started it and, from its first
+/// token on, by `followers` more attached through
+/// `GET /api/chat/{id}/events` (half with `Last-Event-ID`, half with
+/// `?last_event_id=`), every one checked token by token: what a shared
+/// answer costs per token delivered to a follower. Only tokenrelay has
+/// followers, so no reference runs it.
+async fn fanout(bench: &Bench) -> Result<Row, String> {
+    let followers = bench.scaled(500, 500);
+    let load = Load {
+        warmup: 0,
+        ..Load::tokens(bench, "fanout", 100, Duration::from_millis(20))
+    };
+    say("    direct");
+    let (direct, direct_spent) = drive(bench.upstream, Via::OpenAi, &load, None, None).await;
+    say(&format!("    through tokenrelay, {followers} followers"));
+    let mut proxy = Proxy::start(&bench.launch, Relay::Tokenrelay, bench.upstream).await?;
+    let leader = Request::new(
+        proxy.addr,
+        Via::Tokenrelay,
+        &load.model,
+        load.expect,
+        load.timeout,
+    );
+    let open = Arc::new(AtomicUsize::new(0));
+    // A whole generation first, so that the measured one is not the first.
+    client::stream(&leader, &open).await;
+    let mut spent = Spent {
+        direct_load_cpu: direct_spent.direct_load_cpu,
+        baseline_kib: proxy.rss_kib(),
+        ..Spent::default()
+    };
+    let before = proxy.cpu();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (pid, open, sampling) = (proxy.pid(), Arc::clone(&open), Arc::clone(&sampling));
+        tokio::spawn(async move { sample(pid, &open, &sampling).await })
+    };
+    let started = Instant::now();
+    let (id_sender, id) = oneshot::channel();
+    let lead = {
+        let open = Arc::clone(&open);
+        tokio::spawn(async move { client::lead(&leader, &open, Some(id_sender)).await })
+    };
+    let id = id
+        .await
+        .map_err(|_| "the generation's response named no x-stream-id".to_owned())?;
+    let tasks: Vec<_> = (0..followers)
+        .map(|i| {
+            let attach = if i % 2 == 0 {
+                Attach::Header
+            } else {
+                Attach::Query
+            };
+            let request = Request::follow(proxy.addr, &id, attach, load.expect, load.timeout);
+            let open = Arc::clone(&open);
+            tokio::spawn(async move { client::stream(&request, &open).await })
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(followers + 1);
+    for task in tasks {
+        outcomes.push(joined(task.await));
+    }
+    let follower_tokens: u64 = outcomes
+        .iter()
+        .filter(|o| o.failure.is_none())
+        .map(|o| u64::from(o.tokens))
+        .sum();
+    outcomes.push(joined(lead.await));
+    let wall = started.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    spent.peak = sampler.await.ok().flatten();
+    if let (Some(before), Some(after)) = (before, proxy.cpu()) {
+        spent.proxy(&before, &after);
+    }
+    proxy.stop();
+    let run = Run {
+        direct,
+        relayed: vec![(Relay::Tokenrelay, Side { outcomes, wall }, spent)],
+    };
+    Ok(Row::new(
+        "fanout",
+        &format!("one generation of 100 tokens 20 ms apart, {followers} followers"),
+        &run,
+        true,
+        Targets::default(),
+    )
+    .fanout(follower_tokens, 8.0))
+}
+
+/// Burst and paced with `REDIS_URL` pointing at a real `redis-server`,
+/// beside the same load without it: what sharing streams between replicas
+/// costs tokenrelay, and what it asks of Redis per token.
+async fn redis(bench: &Bench) -> Result<Vec<Row>, String> {
+    let server = redis_server::Server::start(&bench.launch.dir).await?;
+    let launch = Launch {
+        env: vec![("REDIS_URL".to_owned(), server.url())],
+        ..bench.launch.clone()
+    };
+    let mut rows = Vec::new();
+    for (name, what, load) in [
+        ("redis-burst", BURST, burst_load(bench)),
+        ("redis-paced", PACED, paced_load(bench)),
+    ] {
+        say(&format!("  {name}"));
+        say("    direct");
+        let (direct, direct_spent) = drive(bench.upstream, Via::OpenAi, &load, None, None).await;
+        let without = through(
+            bench,
+            &bench.launch,
+            Relay::Tokenrelay,
+            &load,
+            None,
+            &direct_spent,
+        )
+        .await?;
+        say("    with REDIS_URL:");
+        let (side, spent) = through(
+            bench,
+            &launch,
+            Relay::Tokenrelay,
+            &load,
+            Some(&server),
+            &direct_spent,
+        )
+        .await?;
+        let run = Run {
+            direct,
+            relayed: vec![(Relay::Tokenrelay, side, spent)],
+        };
+        rows.push(
+            Row::new(
+                name,
+                &format!("{what}, REDIS_URL"),
+                &run,
+                false,
+                Targets::default(),
+            )
+            .redis(&run.relayed[0].2, &without, 0.1, 1.2),
+        );
+    }
+    Ok(rows)
 }

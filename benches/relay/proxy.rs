@@ -1,5 +1,6 @@
-//! The tokenrelay under test: the real release binary as a child process,
-//! pinned to its own core, and what `/proc` says it spent.
+//! The relay under test — the real tokenrelay release binary, or a
+//! reference relay (`references`) — as a child process pinned to its own
+//! core, and what `/proc` says it spent.
 //!
 //! A child process rather than the library in-process, so that its CPU time
 //! and resident memory are its own and nothing of the load generator's is
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::references::{Relay, SERVE};
 
 /// Linux's `USER_HZ`, the unit of utime and stime in `/proc/PID/stat`;
 /// 100 on every mainstream architecture.
@@ -31,9 +34,11 @@ pub struct Launch {
     pub log: PathBuf,
     /// Its working directory: anywhere without a developer's `.env`.
     pub dir: PathBuf,
+    /// Settings beside the benchmark's own (`REDIS_URL`, say).
+    pub env: Vec<(String, String)>,
 }
 
-/// A running tokenrelay; killed when dropped.
+/// A running relay; killed when dropped.
 #[derive(Debug)]
 pub struct Proxy {
     child: Child,
@@ -42,8 +47,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts tokenrelay in front of `upstream` and waits until it answers.
-    pub async fn start(launch: &Launch, upstream: SocketAddr) -> Result<Self, String> {
+    /// Starts `relay` in front of `upstream` and waits until it answers.
+    pub async fn start(
+        launch: &Launch,
+        relay: Relay,
+        upstream: SocketAddr,
+    ) -> Result<Self, String> {
         let addr = free_port().map_err(|error| format!("no free port: {error}"))?;
         let log = fs::OpenOptions::new()
             .create(true)
@@ -57,8 +66,20 @@ impl Proxy {
         if let Some(core) = launch.core {
             argv.extend(["taskset".to_owned(), "-c".to_owned(), core.to_string()]);
         }
-        argv.extend(launch.wrapper.iter().cloned());
-        argv.push(launch.binary.display().to_string());
+        if relay == Relay::Tokenrelay {
+            argv.extend(launch.wrapper.iter().cloned());
+            argv.push(launch.binary.display().to_string());
+        } else {
+            let own = std::env::current_exe()
+                .map_err(|error| format!("cannot find the benchmark binary: {error}"))?;
+            argv.extend([
+                own.display().to_string(),
+                SERVE.to_owned(),
+                relay.name().to_owned(),
+                addr.to_string(),
+                upstream.to_string(),
+            ]);
+        }
         let mut command = Command::new(&argv[0]);
         command
             .args(&argv[1..])
@@ -74,9 +95,11 @@ impl Proxy {
             .env("RATE_LIMIT_PER_MINUTE", "0")
             .env("UPSTREAM_RETRIES", "0")
             .env("RUST_LOG", "info")
+            .envs(launch.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
+        let name = relay.name();
         let child = command
             .spawn()
             .map_err(|error| format!("cannot start {}: {error}", argv.join(" ")))?;
@@ -86,18 +109,18 @@ impl Proxy {
         for _ in 0..600 {
             if let Ok(Some(status)) = proxy.child.try_wait() {
                 return Err(format!(
-                    "tokenrelay exited at start ({status}); see {}",
+                    "{name} exited at start ({status}); see {}",
                     launch.log.display()
                 ));
             }
-            if healthy(addr).await {
+            if ready(relay, addr).await {
                 return Ok(proxy);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         proxy.stop();
         Err(format!(
-            "tokenrelay did not answer /healthz within 30 s; see {}",
+            "{name} did not answer within 30 s; see {}",
             launch.log.display()
         ))
     }
@@ -234,12 +257,17 @@ pub fn rss_of(pid: u32) -> Option<u64> {
 }
 
 /// A port nobody listens on now. Another process could take it before
-/// tokenrelay binds it; on a benchmark machine nobody does.
-fn free_port() -> io::Result<SocketAddr> {
+/// the child binds it; on a benchmark machine nobody does.
+pub fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-async fn healthy(addr: SocketAddr) -> bool {
+/// tokenrelay is ready when `/healthz` says so; a reference relay, whose
+/// every request goes upstream, as soon as it accepts a connection.
+async fn ready(relay: Relay, addr: SocketAddr) -> bool {
+    if relay != Relay::Tokenrelay {
+        return TcpStream::connect(addr).await.is_ok();
+    }
     let check = async {
         let mut tcp = TcpStream::connect(addr).await.ok()?;
         tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")

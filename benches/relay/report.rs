@@ -1,6 +1,7 @@
 //! The benchmark's results three ways: a table for the terminal, JSON for
 //! tools, and a hand-written SVG chart for the README — each figure next to
-//! the target it is held to, so a missed target is as visible as a met one.
+//! the target it is held to, so a missed target is as visible as a met one,
+//! and tokenrelay's cost next to the reference relays' of the same run.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::{Side, Spent};
+use crate::references::Relay;
+use crate::{Run, Side, Spent};
 
 /// Where and how the figures were taken.
 #[derive(Debug)]
@@ -87,6 +89,32 @@ pub struct Ttft {
     pub p99: f64,
 }
 
+/// A reference relay's figures for one load.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub name: &'static str,
+    pub streams: usize,
+    pub failures: usize,
+    pub ttft: Option<Ttft>,
+    pub tps: f64,
+    pub cpu_us: Option<f64>,
+    pub kib_per_stream: Option<f64>,
+}
+
+/// CPU time per complete token.
+fn cpu_per_token(spent: &Spent, tokens: u64) -> Option<f64> {
+    spent
+        .cpu
+        .filter(|_| tokens > 0)
+        .map(|cpu| cpu.as_secs_f64() * 1e6 / tokens as f64)
+}
+
+/// Resident memory per open stream at the fullest, over the baseline.
+fn kib_per_stream(spent: &Spent) -> Option<f64> {
+    let (baseline, (open, peak)) = spent.baseline_kib.zip(spent.peak)?;
+    Some(peak.saturating_sub(baseline) as f64 / open as f64)
+}
+
 /// One scenario's figures.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -112,6 +140,9 @@ pub struct Row {
     /// are `recv`, which `/proc/PID/io` does not count).
     pub writes_per_token: Option<f64>,
     pub memory: Option<Value>,
+    /// The reference relays' figures for the same load; none where the
+    /// scenario is tokenrelay's alone (followers, Redis).
+    pub references: Vec<Reference>,
     /// Figures only this scenario has: name, value, unit.
     pub extra: Vec<(String, f64, &'static str)>,
     pub targets: Targets,
@@ -119,18 +150,45 @@ pub struct Row {
 }
 
 impl Row {
-    /// A token-stream scenario; `memory` says whether memory per open
-    /// stream means anything here (enough streams open at once).
-    pub fn new(
-        name: &str,
-        what: &str,
-        direct: &Side,
-        proxy: &Side,
-        spent: &Spent,
-        memory: bool,
-        targets: Targets,
-    ) -> Self {
+    /// A token-stream scenario: tokenrelay's figures from `run`, and the
+    /// reference relays' if it has them; `memory` says whether memory per
+    /// open stream means anything here (enough streams open at once).
+    pub fn new(name: &str, what: &str, run: &Run, memory: bool, targets: Targets) -> Self {
+        let empty = (Side::default(), Spent::default());
+        let (proxy, spent) = run
+            .relayed
+            .iter()
+            .find(|(relay, _, _)| *relay == Relay::Tokenrelay)
+            .map_or((&empty.0, &empty.1), |(_, side, spent)| (side, spent));
+        let direct = &run.direct;
         let tokens = proxy.tokens();
+        let mut failure_examples = proxy.failure_examples();
+        let mut references = Vec::new();
+        for (relay, side, spent) in &run.relayed {
+            if *relay == Relay::Tokenrelay {
+                continue;
+            }
+            failure_examples.extend(
+                side.failure_examples()
+                    .into_iter()
+                    .map(|f| format!("{}: {f}", relay.name())),
+            );
+            references.push(Reference {
+                name: relay.name(),
+                streams: side.outcomes.len(),
+                failures: side.failures(),
+                ttft: ttft(side),
+                tps: side.tokens_per_second(),
+                cpu_us: cpu_per_token(spent, side.tokens()),
+                kib_per_stream: kib_per_stream(spent).filter(|_| memory),
+            });
+        }
+        failure_examples.extend(
+            direct
+                .failure_examples()
+                .into_iter()
+                .map(|f| format!("direct: {f}")),
+        );
         let mut row = Self {
             name: name.to_owned(),
             what: what.to_owned(),
@@ -138,24 +196,12 @@ impl Row {
             tokens,
             failures: proxy.failures(),
             direct_failures: direct.failures(),
-            failure_examples: proxy
-                .failure_examples()
-                .into_iter()
-                .chain(
-                    direct
-                        .failure_examples()
-                        .into_iter()
-                        .map(|f| format!("direct: {f}")),
-                )
-                .collect(),
+            failure_examples,
             ttft_direct: ttft(direct),
             ttft_proxy: ttft(proxy),
             tps_direct: direct.tokens_per_second(),
             tps_proxy: proxy.tokens_per_second(),
-            cpu_us: spent
-                .cpu
-                .filter(|_| tokens > 0)
-                .map(|cpu| cpu.as_secs_f64() * 1e6 / tokens as f64),
+            cpu_us: cpu_per_token(spent, tokens),
             kernel_share: spent
                 .ticks
                 .filter(|(user, system)| user + system > 0)
@@ -170,13 +216,14 @@ impl Row {
                 .filter(|_| tokens > 0)
                 .map(|(_, writes)| writes as f64 / tokens as f64),
             memory: None,
+            references,
             extra: Vec::new(),
             targets,
             checks: Vec::new(),
         };
         if memory {
             if let (Some(baseline), Some((open, peak))) = (spent.baseline_kib, spent.peak) {
-                row.kib_per_stream = Some(peak.saturating_sub(baseline) as f64 / open as f64);
+                row.kib_per_stream = kib_per_stream(spent);
                 row.memory = Some(json!({
                     "baseline_kib": baseline,
                     "peak_kib": peak,
@@ -189,31 +236,41 @@ impl Row {
     }
 
     /// The 1 MiB line: how much later than direct it arrives whole.
-    pub fn long_line(direct: &Side, proxy: &Side, spent: &Spent, limit_ms: f64) -> Self {
+    pub fn long_line(run: &Run, limit_ms: f64) -> Self {
         let mut row = Self::new(
             "parser-line",
             "one 1 MiB line arriving in 16-byte pieces",
-            direct,
-            proxy,
-            spent,
+            run,
             false,
             Targets::default(),
         );
-        let direct_ms = best_elapsed_ms(direct);
-        let proxy_ms = best_elapsed_ms(proxy);
+        let direct_ms = best_elapsed_ms(&run.direct);
         row.cpu_us = None;
-        row.extra = vec![
-            ("direct_ms".to_owned(), direct_ms, "ms"),
-            ("relayed_ms".to_owned(), proxy_ms, "ms"),
-            ("added_ms".to_owned(), proxy_ms - direct_ms, "ms"),
-        ];
-        if let Some(cpu) = spent.cpu {
-            let lines = proxy.outcomes.len().max(1) as f64;
-            row.extra.push((
-                "cpu_ms_per_line".to_owned(),
-                cpu.as_secs_f64() * 1e3 / lines,
-                "ms",
-            ));
+        for reference in &mut row.references {
+            reference.cpu_us = None;
+        }
+        row.extra = vec![("direct_ms".to_owned(), direct_ms, "ms")];
+        let mut proxy_ms = f64::NAN;
+        for (relay, side, spent) in &run.relayed {
+            let ms = best_elapsed_ms(side);
+            let lines = side.outcomes.len().max(1) as f64;
+            let name = match relay {
+                Relay::Tokenrelay => {
+                    proxy_ms = ms;
+                    "relayed".to_owned()
+                }
+                other => other.name().to_owned(),
+            };
+            row.extra.push((format!("{name}_ms"), ms, "ms"));
+            row.extra
+                .push((format!("{name}_added_ms"), ms - direct_ms, "ms"));
+            if let Some(cpu) = spent.cpu {
+                row.extra.push((
+                    format!("{name}_cpu_ms_per_line"),
+                    cpu.as_secs_f64() * 1e3 / lines,
+                    "ms",
+                ));
+            }
         }
         row.checks.push(Check {
             what: "1 MiB line relayed within 50 ms of direct".to_owned(),
@@ -226,45 +283,34 @@ impl Row {
 
     /// N then 2N small events in one stream each: linear if 2N takes about
     /// twice as long as N.
-    pub fn small_events(sides: &[(u32, (Side, Side, Spent))]) -> Self {
-        let mut direct = Side::default();
-        let mut proxy = Side::default();
-        let mut cpu = std::time::Duration::ZERO;
-        let mut syscalls = (0, 0);
-        let mut ticks = (0, 0);
-        let mut load_cpu = std::time::Duration::ZERO;
+    pub fn small_events(runs: &[(u32, Run)]) -> Self {
+        let mut all = Run::default();
         let mut extra = Vec::new();
         let mut relayed_ms = Vec::new();
-        for (count, (d, p, spent)) in sides {
-            direct.outcomes.extend(d.outcomes.iter().cloned());
-            direct.wall += d.wall;
-            proxy.outcomes.extend(p.outcomes.iter().cloned());
-            proxy.wall += p.wall;
-            cpu += spent.cpu.unwrap_or_default();
-            load_cpu += spent.direct_load_cpu.unwrap_or_default();
-            let (r, w) = spent.syscalls.unwrap_or_default();
-            syscalls = (syscalls.0 + r, syscalls.1 + w);
-            let (user, system) = spent.ticks.unwrap_or_default();
-            ticks = (ticks.0 + user, ticks.1 + system);
-            let (d_ms, p_ms) = (best_elapsed_ms(d), best_elapsed_ms(p));
-            extra.push((format!("direct_ms_{count}"), d_ms, "ms"));
-            extra.push((format!("relayed_ms_{count}"), p_ms, "ms"));
-            relayed_ms.push(p_ms);
+        for (count, run) in runs {
+            all.absorb(run);
+            extra.push((
+                format!("direct_ms_{count}"),
+                best_elapsed_ms(&run.direct),
+                "ms",
+            ));
+            for (relay, side, _) in &run.relayed {
+                let ms = best_elapsed_ms(side);
+                let name = match relay {
+                    Relay::Tokenrelay => {
+                        relayed_ms.push(ms);
+                        "relayed"
+                    }
+                    other => other.name(),
+                };
+                extra.push((format!("{name}_ms_{count}"), ms, "ms"));
+            }
         }
-        let spent = Spent {
-            cpu: Some(cpu),
-            syscalls: Some(syscalls),
-            ticks: Some(ticks),
-            direct_load_cpu: Some(load_cpu),
-            ..Spent::default()
-        };
-        let small = sides.first().map_or(0, |(count, _)| *count);
+        let small = runs.first().map_or(0, |(count, _)| *count);
         let mut row = Self::new(
             "parser-events",
             &format!("{small} then {} small events in one stream", small * 2),
-            &direct,
-            &proxy,
-            &spent,
+            &all,
             false,
             Targets::default(),
         );
@@ -281,6 +327,76 @@ impl Row {
             met: ratio <= 2.5,
         });
         row
+    }
+
+    /// Fan-out: CPU per token delivered to a follower (`follower_tokens`
+    /// of them), not per token of every reader, held to `limit_us`.
+    pub fn fanout(mut self, follower_tokens: u64, limit_us: f64) -> Self {
+        let every_reader = self.tokens as f64;
+        self.cpu_us = self
+            .cpu_us
+            .map(|cpu| cpu * every_reader / follower_tokens.max(1) as f64);
+        self.extra
+            .push(("follower_tokens".to_owned(), follower_tokens as f64, ""));
+        self.targets.cpu_us = Some(limit_us);
+        self.check();
+        self
+    }
+
+    /// With Redis: its commands per relayed token, and tokenrelay's CPU per
+    /// token against the same load without Redis (`without`), held to
+    /// `max_commands` and `max_ratio`.
+    pub fn redis(
+        mut self,
+        spent: &Spent,
+        without: &(Side, Spent),
+        max_commands: f64,
+        max_ratio: f64,
+    ) -> Self {
+        let tokens = self.tokens.max(1) as f64;
+        let commands = spent.redis_commands.map(|c| c as f64 / tokens);
+        let without_us = cpu_per_token(&without.1, without.0.tokens());
+        let ratio = self
+            .cpu_us
+            .zip(without_us)
+            .map(|(with, without)| with / without);
+        for (name, value, unit) in [
+            ("redis_commands_per_token", commands, ""),
+            ("cpu_us_without_redis", without_us, "µs"),
+            ("cpu_ratio_to_without_redis", ratio, "×"),
+            (
+                "redis_server_cpu_us_per_token",
+                spent.redis_cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / tokens),
+                "µs",
+            ),
+        ] {
+            if let Some(value) = value {
+                self.extra.push((name.to_owned(), value, unit));
+            }
+        }
+        self.checks.push(Check {
+            what: "Redis commands per relayed token".to_owned(),
+            target: format!("≤ {max_commands}"),
+            measured: opt(commands, 3, ""),
+            met: commands.is_some_and(|c| c <= max_commands),
+        });
+        self.checks.push(Check {
+            what: "CPU per token, with Redis ÷ without".to_owned(),
+            target: format!("≤ {max_ratio}×"),
+            measured: opt(ratio, 2, "×"),
+            met: ratio.is_some_and(|r| r <= max_ratio),
+        });
+        self
+    }
+
+    /// tokenrelay's CPU per token as a multiple of a reference relay's.
+    fn cpu_multiple(&self, reference: &str) -> Option<f64> {
+        let theirs = self.reference(reference)?.cpu_us.filter(|us| *us > 0.0)?;
+        Some(self.cpu_us? / theirs)
+    }
+
+    fn reference(&self, name: &str) -> Option<&Reference> {
+        self.references.iter().find(|r| r.name == name)
     }
 
     fn added(&self) -> Option<Ttft> {
@@ -398,7 +514,11 @@ impl Report {
     pub fn failures(&self) -> usize {
         self.rows
             .iter()
-            .map(|row| row.failures + row.direct_failures)
+            .map(|row| {
+                row.failures
+                    + row.direct_failures
+                    + row.references.iter().map(|r| r.failures).sum::<usize>()
+            })
             .sum()
     }
 
@@ -410,7 +530,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\n{:<14} {:>7} {:>9} {:>17} {:>17} {:>10} {:>10} {:>6} {:>8} {:>6} {:>9} {:>11} {:>9}",
+            "\n{:<14} {:>7} {:>9} {:>17} {:>17} {:>10} {:>10} {:>6} {:>8} {:>6} {:>9} {:>11} {:>9} {:>8} {:>8}",
             "scenario",
             "streams",
             "fail d/r",
@@ -423,23 +543,44 @@ impl Report {
             "kernel",
             "bare µs/t",
             "syscalls/t",
-            "KiB/strm"
+            "KiB/strm",
+            "× naive",
+            "× pipe"
         );
         let _ = writeln!(
             out,
-            "{:<14} {:>7} {:>9} {:>17} {:>17} {:>10} {:>10} {:>6} {:>8} {:>6} {:>9} {:>11} {:>9}",
-            "", "", "", "p50 / p99", "p50 / p99", "", "", "", "", "", "", "writes", ""
+            "{:<14} {:>7} {:>9} {:>17} {:>17} {:>10} {:>10} {:>6} {:>8} {:>6} {:>9} {:>11} {:>9} {:>8} {:>8}",
+            "",
+            "",
+            "",
+            "p50 / p99",
+            "p50 / p99",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "writes",
+            "",
+            "CPU/t",
+            "CPU/t"
         );
+        let pair = |t: Option<Ttft>| {
+            t.map_or_else(
+                || "n/a".to_owned(),
+                |t| format!("{:.3} / {:.3}", t.p50, t.p99),
+            )
+        };
         for row in &self.rows {
-            let pair = |t: Option<Ttft>| {
-                t.map_or_else(
-                    || "n/a".to_owned(),
-                    |t| format!("{:.3} / {:.3}", t.p50, t.p99),
-                )
+            // No reference has followers or Redis: those rows have no multiple.
+            let multiple = |name| match row.reference(name) {
+                Some(_) => opt(row.cpu_multiple(name), 2, "×"),
+                None => "—".to_owned(),
             };
             let _ = writeln!(
                 out,
-                "{:<14} {:>7} {:>9} {:>17} {:>17} {:>10.0} {:>10.0} {:>6} {:>8} {:>6} {:>9} {:>11} {:>9}",
+                "{:<14} {:>7} {:>9} {:>17} {:>17} {:>10.0} {:>10.0} {:>6} {:>8} {:>6} {:>9} {:>11} {:>9} {:>8} {:>8}",
                 row.name,
                 row.streams,
                 format!("{}/{}", row.direct_failures, row.failures),
@@ -453,7 +594,65 @@ impl Report {
                 opt(row.direct_load_cpu_us, 2, ""),
                 opt(row.writes_per_token, 2, ""),
                 opt(row.kib_per_stream, 1, ""),
+                multiple("naive"),
+                multiple("pipe"),
             );
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<14} {:<10} {:>7} {:>9} {:>17} {:>10} {:>6} {:>8} {:>9}",
+            "scenario",
+            "relay",
+            "streams",
+            "fail",
+            "TTFT added ms",
+            "relay t/s",
+            "ratio",
+            "CPU µs/t",
+            "KiB/strm"
+        );
+        for row in &self.rows {
+            let tokenrelay = Reference {
+                name: "tokenrelay",
+                streams: row.streams,
+                failures: row.failures,
+                ttft: row.ttft_proxy,
+                tps: row.tps_proxy,
+                cpu_us: row.cpu_us,
+                kib_per_stream: row.kib_per_stream,
+            };
+            let references: Vec<&Reference> = row.references.iter().collect();
+            if references.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:<10} {:>7} {:>9} {:>17} {:>10} {:>6} {:>8} {:>9}",
+                    row.name, "naive/pipe", "—", "—", "—", "—", "—", "—", "—"
+                );
+                continue;
+            }
+            for relay in std::iter::once(&tokenrelay).chain(references) {
+                let added = row.ttft_direct.zip(relay.ttft).map(|(d, r)| Ttft {
+                    p50: r.p50 - d.p50,
+                    p99: r.p99 - d.p99,
+                });
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:<10} {:>7} {:>9} {:>17} {:>10.0} {:>6} {:>8} {:>9}",
+                    row.name,
+                    relay.name,
+                    relay.streams,
+                    relay.failures,
+                    pair(added),
+                    relay.tps,
+                    opt(
+                        (row.tps_direct > 0.0).then(|| relay.tps / row.tps_direct),
+                        3,
+                        ""
+                    ),
+                    opt(relay.cpu_us, 2, ""),
+                    opt(relay.kib_per_stream, 1, ""),
+                );
+            }
         }
         let _ = writeln!(out, "\ntargets:");
         for row in &self.rows {
@@ -516,6 +715,21 @@ impl Report {
                     "write_syscalls_per_token": row.writes_per_token,
                     "kib_per_open_stream": row.kib_per_stream,
                     "memory": row.memory,
+                    // Absent (null) where no reference runs the scenario.
+                    "cpu_multiple_of": (!row.references.is_empty()).then(|| json!({
+                        "naive": row.cpu_multiple("naive"),
+                        "pipe": row.cpu_multiple("pipe"),
+                    })),
+                    "references": row.references.iter().map(|r| {
+                        (r.name.to_owned(), json!({
+                            "streams": r.streams,
+                            "failures": r.failures,
+                            "ttft_ms": ttft(r.ttft),
+                            "tokens_per_second": r.tps,
+                            "cpu_us_per_token": r.cpu_us,
+                            "kib_per_open_stream": r.kib_per_stream,
+                        }))
+                    }).collect::<serde_json::Map<String, Value>>(),
                     "extra": row.extra.iter().map(|(name, value, unit)| {
                         (name.clone(), json!({"value": value, "unit": unit}))
                     }).collect::<serde_json::Map<String, Value>>(),
@@ -581,9 +795,10 @@ impl Report {
                     row.targets.cpu_us,
                     false,
                 ));
-                let mut bare = Bar::new(&group, "bare", row.direct_load_cpu_us, None, false);
-                bare.reference = true;
-                cpu.push(bare);
+                for reference in &row.references {
+                    cpu.push(Bar::reference(&group, reference.name, reference.cpu_us));
+                }
+                cpu.push(Bar::reference(&group, "bare", row.direct_load_cpu_us));
             }
             if row.name != "parser-line" {
                 ratio.push(Bar::new(
@@ -613,11 +828,18 @@ impl Report {
             if row.kib_per_stream.is_some() {
                 memory.push(Bar::new(
                     &group,
-                    "",
+                    "relay",
                     row.kib_per_stream,
                     row.targets.max_kib,
                     false,
                 ));
+                for reference in &row.references {
+                    memory.push(Bar::reference(
+                        &group,
+                        reference.name,
+                        reference.kib_per_stream,
+                    ));
+                }
             }
         }
         let mut notes = Vec::new();
@@ -636,6 +858,45 @@ impl Report {
             {
                 notes.push(format!(
                     "small events: 2N take {r:.2}× the time of N (linear ≈ 2×)"
+                ));
+            }
+        }
+        let multiples: Vec<String> = self
+            .rows
+            .iter()
+            .filter_map(|row| {
+                Some(format!(
+                    "{} {:.2}× / {:.2}×",
+                    short(&row.name),
+                    row.cpu_multiple("pipe")?,
+                    row.cpu_multiple("naive")?
+                ))
+            })
+            .collect();
+        if !multiples.is_empty() {
+            notes.push(format!(
+                "tokenrelay's CPU per token ÷ the byte pipe's / ÷ the naive relay's: {}",
+                multiples.join(", ")
+            ));
+        }
+        for row in self.rows.iter().filter(|row| row.references.is_empty()) {
+            let figure = |name: &str| {
+                row.extra
+                    .iter()
+                    .find(|(n, _, _)| n == name)
+                    .map(|(_, value, _)| *value)
+            };
+            if let Some(commands) = figure("redis_commands_per_token") {
+                notes.push(format!(
+                    "{}: {commands:.2} Redis commands per token, {} the CPU per token without Redis",
+                    row.name,
+                    opt(figure("cpu_ratio_to_without_redis"), 2, "×"),
+                ));
+            } else if row.name == "fanout" {
+                notes.push(format!(
+                    "fanout: {} per token delivered to a follower ({})",
+                    opt(row.cpu_us, 1, " µs"),
+                    row.what
                 ));
             }
         }
@@ -675,7 +936,7 @@ struct Bar {
     target: Option<f64>,
     /// The target is a floor (throughput), not a ceiling.
     at_least: bool,
-    /// Not tokenrelay's figure but the load generator's, for comparison.
+    /// Not tokenrelay's figure, for comparison.
     reference: bool,
 }
 
@@ -694,6 +955,15 @@ impl Bar {
             target,
             at_least,
             reference: false,
+        }
+    }
+
+    /// Not tokenrelay's figure but another's (a reference relay's, or the
+    /// load generator's alone), for comparison.
+    fn reference(group: &str, sub: &str, value: Option<f64>) -> Self {
+        Self {
+            reference: true,
+            ..Self::new(group, sub, value, None, false)
         }
     }
 
@@ -758,7 +1028,7 @@ fn svg(panels: &[Panel], notes: &[String], env: &Environment) -> String {
     let legend_y = TOP + PLOT_H + 52.0;
     let _ = writeln!(
         out,
-        r##"<rect x="12" y="{}" width="10" height="10" fill="#2e7d32"/><text x="26" y="{}" fill="#333">meets its target</text><rect x="130" y="{}" width="10" height="10" fill="#e65100"/><text x="144" y="{}" fill="#333">misses it</text><rect x="220" y="{}" width="10" height="10" fill="#78909c"/><text x="234" y="{}" fill="#333">no target</text><line x1="310" y1="{}" x2="340" y2="{}" stroke="#c62828" stroke-width="2" stroke-dasharray="5,3"/><text x="346" y="{}" fill="#333">target</text><rect x="410" y="{}" width="10" height="10" fill="#cfd8dc"/><text x="424" y="{}" fill="#333">bare: the fake upstream and clients alone, per token, when run directly</text>"##,
+        r##"<rect x="12" y="{}" width="10" height="10" fill="#2e7d32"/><text x="26" y="{}" fill="#333">meets its target</text><rect x="130" y="{}" width="10" height="10" fill="#e65100"/><text x="144" y="{}" fill="#333">misses it</text><rect x="220" y="{}" width="10" height="10" fill="#78909c"/><text x="234" y="{}" fill="#333">no target</text><line x1="310" y1="{}" x2="340" y2="{}" stroke="#c62828" stroke-width="2" stroke-dasharray="5,3"/><text x="346" y="{}" fill="#333">target</text><rect x="410" y="{}" width="10" height="10" fill="#cfd8dc"/><text x="424" y="{}" fill="#333">naive relay, byte pipe, and bare: the fake upstream and clients alone, run directly</text>"##,
         legend_y - 9.0,
         legend_y,
         legend_y - 9.0,
