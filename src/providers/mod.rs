@@ -243,6 +243,25 @@ pub(crate) fn bearer(key: &Secret) -> Result<HeaderMap, Error> {
     key_header(header::AUTHORIZATION, format!("Bearer {}", key.expose()))
 }
 
+/// Parser errors and stop reasons can quote hostile values; this much of
+/// one is enough to diagnose.
+const MAX_REASON_CHARS: usize = 200;
+
+/// `reason` (a parser's complaint, a stop reason we do not know) cut to
+/// what a translator's message quotes of it.
+pub(crate) fn quoted(reason: impl Into<String>) -> String {
+    truncate(reason.into(), MAX_REASON_CHARS)
+}
+
+/// The message of the `invalid_upstream_data` error for upstream data that
+/// is not the JSON it must be; `what` names the dialect's unit ("a chunk").
+pub(crate) fn not_json(what: &str, reason: &str) -> String {
+    format!(
+        "the upstream sent {what} that is not valid JSON: {}",
+        quoted(reason)
+    )
+}
+
 /// An upstream request body as the bytes sent.
 pub(crate) fn json_body(body: &impl serde::Serialize) -> Result<Bytes, Error> {
     serde_json::to_vec(body)

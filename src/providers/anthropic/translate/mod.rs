@@ -15,14 +15,9 @@ use serde_json::{Map, Value};
 
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
 use crate::providers::{
-    DISCONNECTED, Translate, counted_usage, describe_error, error_message, truncate,
+    DISCONNECTED, Translate, counted_usage, describe_error, error_message, not_json, quoted,
 };
 
-/// Parser errors and unknown stop reasons can quote hostile values; keep
-/// only enough to diagnose.
-const MAX_REASON_CHARS: usize = 200;
-
-const NOT_JSON: &str = "the upstream sent an event that is not valid JSON";
 const UNKNOWN_UPSTREAM_ERROR: &str = "the upstream reported an error";
 
 /// `stop_reason`s and what they mean to a client. A reason outside this
@@ -229,7 +224,7 @@ impl Translator {
             None => {
                 let message = format!(
                     "the upstream ended the generation with stop_reason `{}`",
-                    truncate(reason, MAX_REASON_CHARS)
+                    quoted(reason)
                 );
                 self.fail(ErrorCode::UpstreamError, &message, out);
             }
@@ -276,10 +271,7 @@ impl Translator {
     }
 
     fn fail_not_json(&mut self, reason: &str, out: &mut Vec<StreamEvent>) {
-        let message = format!(
-            "{NOT_JSON}: {}",
-            truncate(reason.to_owned(), MAX_REASON_CHARS)
-        );
+        let message = not_json("an event", reason);
         self.fail(ErrorCode::InvalidUpstreamData, &message, out);
     }
 }

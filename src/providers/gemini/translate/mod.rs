@@ -11,12 +11,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
-use crate::providers::{DISCONNECTED, Translate, counted_usage, describe_error, truncate};
-
-/// Parser errors can quote the offending value; keep only enough to diagnose.
-const MAX_REASON_CHARS: usize = 200;
-
-const NOT_JSON: &str = "the upstream sent a response that is not valid JSON";
+use crate::providers::{DISCONNECTED, Translate, counted_usage, describe_error, not_json, quoted};
 
 /// Gemini's `finishReason`s that end an answer as it should end. Any other
 /// (`MALFORMED_FUNCTION_CALL`, `UNEXPECTED_TOOL_CALL`, `OTHER`,
@@ -208,7 +203,7 @@ impl Translator {
             None => {
                 let mut message = format!(
                     "the upstream ended the generation with finishReason `{}`",
-                    truncate(reason, MAX_REASON_CHARS)
+                    quoted(reason)
                 );
                 if let Some(detail) = candidate
                     .finish_message
@@ -249,10 +244,7 @@ impl Translator {
     }
 
     fn fail_not_json(&mut self, reason: &str, out: &mut Vec<StreamEvent>) {
-        let message = format!(
-            "{NOT_JSON}: {}",
-            truncate(reason.to_owned(), MAX_REASON_CHARS)
-        );
+        let message = not_json("a response", reason);
         self.fail(ErrorCode::InvalidUpstreamData, &message, out);
     }
 }

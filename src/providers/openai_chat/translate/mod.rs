@@ -11,13 +11,9 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
-use crate::providers::{Translate, describe_error, error_message, truncate};
-
-/// Parser errors can quote the offending value; keep only enough to diagnose.
-const MAX_REASON_CHARS: usize = 200;
+use crate::providers::{Translate, describe_error, error_message, not_json, quoted};
 
 const DISCONNECTED: &str = "the upstream closed the stream before the generation finished";
-const NOT_JSON: &str = "the upstream sent a chunk that is not valid JSON";
 const UNKNOWN_UPSTREAM_ERROR: &str = "the upstream reported an error";
 
 /// Providers spell the same stop conditions differently; matched case-insensitively
@@ -203,7 +199,7 @@ impl Translator {
                 // may pass for a complete answer.
                 let message = format!(
                     "the upstream ended the generation with finish_reason `{}`",
-                    truncate(reason.to_owned(), MAX_REASON_CHARS)
+                    quoted(reason)
                 );
                 self.fail(ErrorCode::UpstreamError, &message, out);
                 return;
@@ -273,10 +269,7 @@ impl Translator {
     }
 
     fn fail_not_json(&mut self, reason: &str, out: &mut Vec<StreamEvent>) {
-        let message = format!(
-            "{NOT_JSON}: {}",
-            truncate(reason.to_owned(), MAX_REASON_CHARS)
-        );
+        let message = not_json("a chunk", reason);
         self.fail(ErrorCode::InvalidUpstreamData, &message, out);
     }
 }

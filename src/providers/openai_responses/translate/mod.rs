@@ -19,12 +19,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
-use crate::providers::{DISCONNECTED, Translate, counted_usage, error_message, truncate};
+use crate::providers::{DISCONNECTED, Translate, counted_usage, error_message, not_json, quoted};
 
-/// Parser errors can quote the offending value; keep only enough to diagnose.
-const MAX_REASON_CHARS: usize = 200;
-
-const NOT_JSON: &str = "the upstream sent an event that is not valid JSON";
 const UNKNOWN_ERROR: &str = "the upstream reported an error";
 const UNKNOWN_FAILURE: &str = "the upstream reported that the response failed";
 
@@ -313,7 +309,7 @@ impl Translator {
             Some(reason) => {
                 let message = format!(
                     "the upstream ended the response incomplete, for the reason `{}`",
-                    truncate(reason.to_owned(), MAX_REASON_CHARS)
+                    quoted(reason)
                 );
                 self.fail(ErrorCode::UpstreamError, &message, out);
             }
@@ -361,7 +357,7 @@ impl Translator {
         };
         parsed
             .map_err(|reason| {
-                let message = format!("{NOT_JSON}: {}", truncate(reason, MAX_REASON_CHARS));
+                let message = not_json("an event", &reason);
                 self.fail(ErrorCode::InvalidUpstreamData, &message, out);
             })
             .ok()
