@@ -1,11 +1,16 @@
 //! The table-test harness every translator's tests share: hand-built
 //! upstream events in, our events out, compared as the client receives them;
 //! and the recorded streams of `tests/fixtures/upstream`, found by their
-//! dialect in `expected.json`. Each dialect keeps its own builders of wire
+//! dialect in `expected.json` and read either by a strict reference
+//! splitter or by the proxy's own framer. Each dialect keeps its own builders of wire
 //! events, its own tables and its own reading of what a recording must give;
 //! only the running, the comparing and the finding live here, once.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt, stream};
 
 use serde_json::Value;
 
@@ -137,4 +142,94 @@ pub(crate) fn assert_recordings(
         })
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A strict WHATWG event-stream splitter that knows the three line endings
+/// (Gemini's recordings use CRLF); an unterminated last line and an event
+/// no blank line completed are never dispatched.
+pub(crate) fn strict_events(text: &str) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    let mut rest = text;
+    while let Some(end) = rest.find(['\r', '\n']) {
+        lines.push(&rest[..end]);
+        let ending = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + ending..];
+    }
+    let mut events = Vec::new();
+    let (mut event_type, mut data) = (String::new(), String::new());
+    for line in lines {
+        if line.is_empty() {
+            if !data.is_empty() {
+                data.pop();
+                let kind = if event_type.is_empty() {
+                    "message"
+                } else {
+                    &event_type
+                };
+                events.push((kind.to_owned(), std::mem::take(&mut data)));
+            }
+            event_type.clear();
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "data" => {
+                data.push_str(value);
+                data.push('\n');
+            }
+            "event" => value.clone_into(&mut event_type),
+            _ => {}
+        }
+    }
+    events
+}
+
+/// The recording's events as the proxy dispatches them, its body cut into `pieces`.
+pub(crate) fn dispatched(bytes: &[u8], pieces: usize) -> Vec<(String, String)> {
+    let chunks: Vec<Result<Bytes, Infallible>> = bytes
+        .chunks(pieces)
+        .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+        .collect();
+    let Some(events) = super::sse::events(stream::iter(chunks), 1 << 20)
+        .collect::<Vec<_>>()
+        .now_or_never()
+    else {
+        panic!("an in-memory body is read at once");
+    };
+    events
+        .into_iter()
+        .map(|event| {
+            let event = event.unwrap_or_else(|error| panic!("{error}"));
+            (event.event, event.data)
+        })
+        .collect()
+}
+
+/// The reference splitter itself, so that what it says of a recording can be trusted.
+mod tests {
+    use super::strict_events;
+
+    #[test]
+    fn the_splitter_knows_every_line_ending() {
+        let events = strict_events(
+            "data: a\r\n\r\ndata: b\n\ndata: c\r\rdata: d\r\ndata: e\n\nevent: x\ndata: f\n\ndata: cut\n",
+        );
+        let expected = [
+            ("message", "a"),
+            ("message", "b"),
+            ("message", "c"),
+            ("message", "d\ne"),
+            ("x", "f"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(kind, data)| ((*kind).to_owned(), (*data).to_owned()))
+            .collect();
+        assert_eq!(events, expected);
+    }
 }

@@ -4,34 +4,10 @@
 //! never dispatched and the stop reason before it must finish them.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fs;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
-use bytes::Bytes;
-use futures_util::{Stream, stream};
 
 use super::*;
-use crate::providers::sse;
-use crate::providers::table::FIXTURES;
-
-/// The events of a recorded body, each (type, data), as the proxy's framer
-/// dispatches them; the body is always ready, so a no-op waker suffices.
-fn dispatched(body: Vec<u8>) -> Vec<(String, String)> {
-    let body = stream::iter([Ok::<_, Infallible>(Bytes::from(body))]);
-    let mut events = pin!(sse::events(body, 1 << 20));
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut out = Vec::new();
-    loop {
-        match events.as_mut().poll_next(&mut cx) {
-            Poll::Ready(Some(Ok(event))) => out.push((event.event, event.data)),
-            Poll::Ready(Some(Err(error))) => panic!("the framer failed: {error}"),
-            Poll::Ready(None) => return out,
-            Poll::Pending => panic!("a ready body left the framer pending"),
-        }
-    }
-}
+use crate::providers::table::{self, FIXTURES};
 
 /// What a client rebuilds from the events, checking on the way that none
 /// is empty and that only a call's first event names it.
@@ -157,7 +133,7 @@ fn expected_answer(expected: &Value) -> Answer {
 
 fn check_recording(file: &str, entry: &Value) -> Vec<String> {
     let mut problems = Vec::new();
-    let sse = dispatched(fs::read(format!("{FIXTURES}{file}")).unwrap());
+    let sse = table::dispatched(&fs::read(format!("{FIXTURES}{file}")).unwrap(), usize::MAX);
     if Some(sse.len() as u64) != entry["sse_events_dispatched_strict"].as_u64() {
         problems.push(format!("the framer dispatched {} events", sse.len()));
     }

@@ -4,77 +4,13 @@
 use std::fs;
 
 use super::*;
-use crate::providers::table::FIXTURES;
-
-/// A strict WHATWG event-stream splitter that knows the three line endings
-/// (Gemini's recordings use CRLF); an unterminated last line and an event
-/// no blank line completed are never dispatched.
-fn split_sse(text: &str) -> Vec<(String, String)> {
-    let mut lines = Vec::new();
-    let mut rest = text;
-    while let Some(end) = rest.find(['\r', '\n']) {
-        lines.push(&rest[..end]);
-        let ending = if rest[end..].starts_with("\r\n") {
-            2
-        } else {
-            1
-        };
-        rest = &rest[end + ending..];
-    }
-    let mut events = Vec::new();
-    let (mut event_type, mut data) = (String::new(), String::new());
-    for line in lines {
-        if line.is_empty() {
-            if !data.is_empty() {
-                data.pop();
-                let kind = if event_type.is_empty() {
-                    "message"
-                } else {
-                    &event_type
-                };
-                events.push((kind.to_owned(), std::mem::take(&mut data)));
-            }
-            event_type.clear();
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "data" => {
-                data.push_str(value);
-                data.push('\n');
-            }
-            "event" => value.clone_into(&mut event_type),
-            _ => {}
-        }
-    }
-    events
-}
-
-#[test]
-fn the_splitter_knows_every_line_ending() {
-    let events = split_sse(
-        "data: a\r\n\r\ndata: b\n\ndata: c\r\rdata: d\r\ndata: e\n\nevent: x\ndata: f\n\ndata: cut\n",
-    );
-    let expected = [
-        ("message", "a"),
-        ("message", "b"),
-        ("message", "c"),
-        ("message", "d\ne"),
-        ("x", "f"),
-    ];
-    let expected: Vec<(String, String)> = expected
-        .iter()
-        .map(|(kind, data)| ((*kind).to_owned(), (*data).to_owned()))
-        .collect();
-    assert_eq!(events, expected);
-}
+use crate::providers::table::{self, FIXTURES};
 
 /// Replays one recording and lists every way the result differs from expected.json.
 fn check_recording(file: &str, entry: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     let recorded = fs::read_to_string(format!("{FIXTURES}{file}")).unwrap();
-    let sse = split_sse(&recorded);
+    let sse = table::strict_events(&recorded);
     if Some(sse.len() as u64) != entry["sse_events_dispatched_strict"].as_u64() {
         problems.push(format!("the splitter dispatched {} events", sse.len()));
     }

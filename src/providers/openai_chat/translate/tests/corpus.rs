@@ -1,46 +1,7 @@
 //! Every recorded stream of `tests/fixtures/upstream` comes out as `expected.json` says.
 
 use super::*;
-use crate::providers::table::FIXTURES;
-
-/// A strict WHATWG event-stream splitter, enough for the LF-only fixtures.
-fn split_sse(text: &str) -> Vec<(String, String)> {
-    let mut events = Vec::new();
-    let mut event_type = String::new();
-    let mut data = String::new();
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    // Whatever follows the last line feed is an unterminated line: never dispatched.
-    lines.pop();
-    for line in lines {
-        if line.is_empty() {
-            if !data.is_empty() {
-                data.pop();
-                let kind = if event_type.is_empty() {
-                    "message".to_owned()
-                } else {
-                    event_type.clone()
-                };
-                events.push((kind, std::mem::take(&mut data)));
-            }
-            event_type.clear();
-            continue;
-        }
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "data" => {
-                data.push_str(value);
-                data.push('\n');
-            }
-            "event" => value.clone_into(&mut event_type),
-            _ => {}
-        }
-    }
-    events
-}
+use crate::providers::table::{self, FIXTURES};
 
 /// What a client would rebuild from one choice's events.
 #[derive(Default)]
@@ -55,7 +16,7 @@ struct Extracted {
 fn check_recording(file: &str, entry: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     let text = fs::read_to_string(format!("{FIXTURES}{file}")).unwrap();
-    let sse = split_sse(&text);
+    let sse = table::strict_events(&text);
     if Some(sse.len() as u64) != entry["sse_events_dispatched_strict"].as_u64() {
         problems.push(format!("the splitter dispatched {} events", sse.len()));
     }

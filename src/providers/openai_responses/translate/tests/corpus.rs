@@ -3,36 +3,10 @@
 //! whole and byte by byte.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fs;
 
-use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt, stream};
-
 use super::*;
-use crate::providers::sse;
-use crate::providers::table::FIXTURES;
-
-/// The recording's events as the proxy dispatches them, its body cut into `pieces`.
-fn dispatched(bytes: &[u8], pieces: usize) -> Vec<(String, String)> {
-    let chunks: Vec<Result<Bytes, Infallible>> = bytes
-        .chunks(pieces)
-        .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
-        .collect();
-    let Some(events) = sse::events(stream::iter(chunks), 1 << 20)
-        .collect::<Vec<_>>()
-        .now_or_never()
-    else {
-        panic!("an in-memory body is read at once");
-    };
-    events
-        .into_iter()
-        .map(|event| {
-            let event = event.unwrap_or_else(|error| panic!("{error}"));
-            (event.event, event.data)
-        })
-        .collect()
-}
+use crate::providers::table::{self, FIXTURES};
 
 /// What a client rebuilds from the events, checking on the way the rules it
 /// relies on: no empty text, `id` and `name` on a call's first event only.
@@ -105,7 +79,7 @@ impl Extracted {
 /// Replays one recording and lists every way the result differs from expected.json.
 fn check_recording(file: &str, entry: &Value, pieces: usize) -> Vec<String> {
     let bytes = fs::read(format!("{FIXTURES}{file}")).unwrap();
-    let input = dispatched(&bytes, pieces);
+    let input = table::dispatched(&bytes, pieces);
     let mut problems = Vec::new();
     if Some(input.len() as u64) != entry["sse_events_dispatched_strict"].as_u64() {
         problems.push(format!("the parser dispatched {} events", input.len()));
