@@ -55,9 +55,9 @@ impl AppState {
             }
         };
         let metrics = Arc::new(Metrics::default());
-        let cluster = match &config.redis_url {
-            Some(url) => Some(
-                Cluster::connect(url.expose(), config.resume.ttl)
+        let cluster = match &config.redis {
+            Some(servers) => Some(
+                Cluster::connect(servers, config.resume.ttl)
                     .await
                     .map_err(std::io::Error::other)?,
             ),

@@ -150,7 +150,12 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "REDIS_URL",
         None,
-        "Keep event logs in Redis Streams so any replica can resume any stream.",
+        "Keep event logs in Redis Streams so any replica can resume any stream; `redis+cluster://host:port,host:port` for a Redis Cluster.",
+    ),
+    setting(
+        "REDIS_CLUSTER_URLS",
+        None,
+        "Comma-separated `redis://` URLs of Redis Cluster nodes to start from, instead of REDIS_URL.",
     ),
     setting(
         "PROXY_API_KEYS",
@@ -256,7 +261,7 @@ pub struct Config {
     pub upstream_max_line_bytes: usize,
     pub keepalive: Duration,
     pub resume: ResumeConfig,
-    pub redis_url: Option<Secret>,
+    pub redis: Option<RedisServers>,
     pub proxy_api_keys: Vec<Secret>,
     pub cors_allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
@@ -350,6 +355,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the shared Redis is (`REDIS_URL`, `REDIS_CLUSTER_URLS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisServers {
+    One(Secret),
+    /// The nodes of a Redis Cluster to learn the rest of it from.
+    Cluster(Vec<Secret>),
+}
+
 /// A value that must never appear in logs; `Debug` prints `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -424,7 +437,7 @@ impl Config {
                 max_stream_bytes: source.bytes("RESUME_MAX_STREAM_BYTES")?,
                 max_total_bytes: source.bytes("RESUME_MAX_TOTAL_BYTES")?,
             },
-            redis_url: source.text("REDIS_URL").map(Secret),
+            redis: source.redis()?,
             proxy_api_keys: source
                 .list("PROXY_API_KEYS")
                 .into_iter()
@@ -626,6 +639,56 @@ impl Lookup<'_> {
 
     /// `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE`, read now so that a missing
     /// file stops the server instead of failing every request.
+    /// A `redis+cluster://` URL names its nodes after the scheme, split by
+    /// commas, sharing one user and password; the messages never quote a
+    /// URL, which may hold the password.
+    fn redis(&self) -> Result<Option<RedisServers>, ConfigError> {
+        let nodes = self.list("REDIS_CLUSTER_URLS");
+        let url = self.text("REDIS_URL");
+        if !nodes.is_empty() {
+            if url.is_some() {
+                return Err(ConfigError {
+                    variable: "REDIS_CLUSTER_URLS",
+                    message: "set it or REDIS_URL, not both".to_owned(),
+                });
+            }
+            return Ok(Some(RedisServers::Cluster(
+                nodes.into_iter().map(Secret).collect(),
+            )));
+        }
+        let Some(url) = url else {
+            return Ok(None);
+        };
+        let Some((scheme, rest)) = url
+            .strip_prefix("redis+cluster://")
+            .map(|rest| ("redis", rest))
+            .or_else(|| {
+                url.strip_prefix("rediss+cluster://")
+                    .map(|rest| ("rediss", rest))
+            })
+        else {
+            return Ok(Some(RedisServers::One(Secret(url))));
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (login, hosts) = match authority.rsplit_once('@') {
+            Some((login, hosts)) => (format!("{login}@"), hosts),
+            None => (String::new(), authority),
+        };
+        let nodes: Vec<Secret> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|host| !host.is_empty())
+            .map(|host| Secret(format!("{scheme}://{login}{host}/{path}")))
+            .collect();
+        if nodes.is_empty() {
+            return Err(ConfigError {
+                variable: "REDIS_URL",
+                message: "a `redis+cluster://` URL names no node".to_owned(),
+            });
+        }
+        Ok(Some(RedisServers::Cluster(nodes)))
+    }
+
     fn jwt(&self) -> Result<Option<Jwt>, ConfigError> {
         match (self.text("JWT_SECRET"), self.text("JWT_PUBLIC_KEY_FILE")) {
             (Some(_), Some(_)) => Err(ConfigError {
@@ -806,6 +869,54 @@ mod tests {
             "plain HTTP unless both TLS files are set"
         );
         assert_eq!(config.http2.max_concurrent_streams, 250);
+    }
+
+    #[test]
+    fn redis_is_one_server_or_the_nodes_of_a_cluster() {
+        let redis = |pairs: &[(&str, &str)]| parse(pairs).map(|config| config.redis);
+        let nodes = |urls: &[&str]| {
+            Ok(Some(RedisServers::Cluster(
+                urls.iter()
+                    .map(|url| Secret::new((*url).to_owned()))
+                    .collect(),
+            )))
+        };
+
+        assert_eq!(redis(&[]), Ok(None));
+        assert_eq!(
+            redis(&[("REDIS_URL", "redis://10.0.0.1:6379/")]),
+            Ok(Some(RedisServers::One(Secret::new(
+                "redis://10.0.0.1:6379/".to_owned()
+            ))))
+        );
+        assert_eq!(
+            redis(&[("REDIS_URL", "redis+cluster://:pw@a:7000,b:7001/")]),
+            nodes(&["redis://:pw@a:7000/", "redis://:pw@b:7001/"])
+        );
+        assert_eq!(
+            redis(&[("REDIS_URL", "rediss+cluster://a:7000")]),
+            nodes(&["rediss://a:7000/"])
+        );
+        assert_eq!(
+            redis(&[("REDIS_CLUSTER_URLS", "redis://a:7000, redis://b:7001")]),
+            nodes(&["redis://a:7000", "redis://b:7001"])
+        );
+        let both = redis(&[
+            ("REDIS_URL", "redis://a:6379/"),
+            ("REDIS_CLUSTER_URLS", "redis://b:7000"),
+        ]);
+        assert_eq!(
+            both.map_err(|error| error.to_string()),
+            Err("invalid REDIS_CLUSTER_URLS: set it or REDIS_URL, not both".to_owned())
+        );
+        let empty = redis(&[("REDIS_URL", "redis+cluster://:secret@/")]);
+        let empty = empty.map_err(|error| error.to_string());
+        assert!(
+            empty
+                .as_ref()
+                .is_err_and(|message| !message.contains("secret")),
+            "{empty:?}"
+        );
     }
 
     #[test]

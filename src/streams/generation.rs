@@ -54,6 +54,13 @@ impl Generation {
         self.listeners_changed.notify_waiters();
     }
 
+    /// Whether a client on another replica follows it now.
+    pub(crate) fn is_followed_elsewhere(&self) -> bool {
+        lock(&self.log)
+            .remote_lease
+            .is_some_and(|until| until > Instant::now())
+    }
+
     /// `DELETE`: followers get `finish` with `cancelled`.
     pub(crate) fn stop(&self) {
         self.stop.cancel();

@@ -520,10 +520,13 @@ async fn remote_followers_never_see_a_clean_end_with_events_missing() {
     let id = stream_id_of(&response);
     let whole = Transcript::read(response).await;
     assert_eq!(whole.text_of("token"), text);
-    let meta = format!("tokenrelay:{id}:meta");
-    let log = format!("tokenrelay:{id}:log");
+    let log = log_key(&id);
     let mirrored = Instant::now() + Duration::from_secs(5);
-    while !redis.command(&["HGET", &meta, "done"]).starts_with("$1") {
+    // The last entry of a finished log carries the field `d`.
+    while !redis
+        .command(&["XREVRANGE", &log, "+", "-", "COUNT", "1"])
+        .contains("$1\r\nd\r\n")
+    {
         assert!(Instant::now() < mirrored, "the log was not mirrored");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -553,24 +556,66 @@ async fn remote_followers_never_see_a_clean_end_with_events_missing() {
         );
     }
 
-    // Trimmed past the follower's position: only the last 3 events remain.
-    assert_eq!(redis.command(&["XTRIM", &log, "MAXLEN", "3"]), ":9\r\n");
-    let trimmed = follow(&on_b, &id, Some(&format!("{id}:2"))).await;
+    // Trimmed past the follower's position: only the last entry remains,
+    // and the start event is not in it.
+    assert_ne!(redis.command(&["XTRIM", &log, "MAXLEN", "1"]), ":0\r\n");
+    let trimmed = follow(&on_b, &id, None).await;
     assert_eq!(trimmed.status, 200);
     assert_eq!(trimmed.terminal().len(), 1, "{}", trimmed.text);
     assert_eq!(trimmed.terminal()[0]["code"], "resume_gap");
     assert!(trimmed.ends_with_done());
+}
 
-    // Marked done, but the events are gone (lost by Redis, or never written).
-    assert_eq!(redis.command(&["DEL", &log]), ":1\r\n");
-    for last in [None, Some(format!("{id}:4"))] {
-        let lost = follow(&on_b, &id, last.as_deref()).await;
-        assert_eq!(lost.status, 200);
-        assert_eq!(lost.terminal().len(), 1, "{}", lost.text);
-        assert_eq!(lost.terminal()[0]["type"], "error");
-        assert_eq!(lost.terminal()[0]["code"], "resume_gap");
-        assert!(lost.ends_with_done());
-    }
+#[tokio::test]
+async fn a_remote_follower_whose_log_lost_its_end_is_told_so() {
+    let redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let (reply, text) = numbered(10, Duration::from_millis(150));
+    upstream.push(reply);
+    let (_a, on_a) = replica("replica-a9", &redis, &upstream);
+    let (_b, on_b) = replica("replica-b9", &redis, &upstream);
+    let response = start_chat(&on_a).await;
+    let id = stream_id_of(&response);
+    let whole = Transcript::read(response).await;
+    assert_eq!(whole.text_of("token"), text);
+    let log = log_key(&id);
+    let mirrored = Instant::now() + Duration::from_secs(5);
+    let last = loop {
+        let top = redis.command(&["XREVRANGE", &log, "+", "-", "COUNT", "1"]);
+        if top.contains("$1\r\nd\r\n") {
+            break top;
+        }
+        assert!(Instant::now() < mirrored, "the log was not mirrored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The reply's first bulk string is the last entry's id.
+    let last_entry = last
+        .split("\r\n")
+        .find(|line| line.contains('-') && !line.starts_with('$') && !line.starts_with('*'))
+        .unwrap_or_else(|| panic!("no entry id in {last:?}"))
+        .to_owned();
+
+    // As after a failover to a node that had not yet received the end.
+    assert_eq!(redis.command(&["XDEL", &log, &last_entry]), ":1\r\n");
+    let started = Instant::now();
+    let cut = follow(&on_b, &id, None).await;
+
+    assert_eq!(cut.status, 200);
+    assert!(
+        text.starts_with(&cut.text_of("token")),
+        "what it saw is the answer's beginning: {}",
+        cut.text
+    );
+    assert_cut_off(&cut, "the end of the log is gone");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the follower must not hang"
+    );
+}
+
+/// Where tokenrelay keeps stream `id`'s events in Redis.
+fn log_key(id: &str) -> String {
+    format!("tokenrelay:{{{id}}}:log")
 }
 
 #[tokio::test]
@@ -684,7 +729,7 @@ async fn ownership_follows_the_key_whatever_order_replicas_list_keys_in() {
         "another key can neither read nor stop it"
     );
     assert_eq!(original.text_of("token"), text, "and did not stop it");
-    let owner = redis.command(&["HGET", &format!("tokenrelay:{id}:meta"), "owner"]);
+    let owner = redis.command(&["XREVRANGE", &log_key(&id), "+", "-", "COUNT", "1"]);
     assert!(
         !owner.contains("alice-key") && owner.contains("key:"),
         "the store holds an identity, not the key: {owner:?}"

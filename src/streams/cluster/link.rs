@@ -1,27 +1,167 @@
 //! The connection to Redis every task of a replica shares: replaced when it
 //! fails, with attempts spaced out, and every command under a deadline, so
 //! that a Redis that restarts or freezes is ridden out (README, "Several
-//! replicas").
+//! replicas"). The same link speaks to one server or to a Redis Cluster,
+//! where commands go to the node that holds their key's slot.
 
 use std::fmt;
 use std::future::Future;
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use futures_util::FutureExt;
+use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::{COMMAND_TIMEOUT, MAX_BACKOFF, MIN_BACKOFF, kind};
+use crate::config::RedisServers;
+use crate::error::Error;
 use crate::lock::lock;
+
+/// The servers a replica shares its logs through.
+pub(super) enum Servers {
+    One(redis::Client),
+    Cluster {
+        client: ClusterClient,
+        /// Each node on its own, for the subscription: a message published
+        /// on any node of a cluster reaches the subscribers of every node.
+        nodes: Vec<redis::Client>,
+    },
+}
+
+impl Servers {
+    pub(super) fn open(servers: &RedisServers) -> Result<Self, Error> {
+        let invalid = |variable: &str, error: &redis::RedisError| {
+            Error::Internal(format!("invalid {variable}: {}", kind(error)))
+        };
+        match servers {
+            RedisServers::One(url) => redis::Client::open(url.expose())
+                .map(Self::One)
+                .map_err(|error| invalid("REDIS_URL", &error)),
+            RedisServers::Cluster(urls) => {
+                let nodes = urls
+                    .iter()
+                    .map(|url| redis::Client::open(url.expose()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|error| invalid("REDIS_CLUSTER_URLS", &error))?;
+                let client = ClusterClient::builder(
+                    nodes.iter().map(|node| node.get_connection_info().clone()),
+                )
+                // Our own deadlines bound every command; the client's
+                // retries only ride out a slot moving to another node.
+                .retries(CLUSTER_RETRIES)
+                .min_retry_wait(100)
+                .max_retry_wait(500)
+                .build()
+                .map_err(|error| invalid("REDIS_CLUSTER_URLS", &error))?;
+                Ok(Self::Cluster { client, nodes })
+            }
+        }
+    }
+
+    /// A new connection whose replies may take up to `response` (`None`:
+    /// as long as they take, for a blocking read under its own deadline).
+    async fn connect(&self, response: Option<Duration>) -> Result<Connection, RedisFailure> {
+        match self {
+            Self::One(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                    .set_response_timeout(response);
+                deadline(
+                    COMMAND_TIMEOUT,
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await
+                .map(Connection::One)
+            }
+            Self::Cluster { client, .. } => {
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(COMMAND_TIMEOUT)
+                    .set_response_timeout(response.unwrap_or(NO_REPLY_LIMIT));
+                deadline(
+                    COMMAND_TIMEOUT,
+                    client.get_async_connection_with_config(config),
+                )
+                .await
+                .map(Connection::Cluster)
+            }
+        }
+    }
+
+    /// A subscription; in a cluster, on the `attempt`-th node in turn, so
+    /// that a node that is gone is passed over on the next attempt.
+    pub(super) async fn subscribe(
+        &self,
+        channels: &[&str],
+        attempt: usize,
+    ) -> Result<PubSub, RedisFailure> {
+        let client = match self {
+            Self::One(client) => client,
+            Self::Cluster { nodes, .. } => &nodes[attempt % nodes.len()],
+        };
+        let subscribing = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            for channel in channels {
+                pubsub.subscribe(*channel).await?;
+            }
+            Ok(pubsub)
+        };
+        deadline(COMMAND_TIMEOUT, subscribing).await
+    }
+}
+
+/// How often a cluster connection tries a command again after a node
+/// redirected it or went away, within the command's deadline.
+const CLUSTER_RETRIES: u32 = 3;
+/// What stands for "no limit" where the cluster client wants one.
+const NO_REPLY_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A connection to the one server or to the whole cluster.
+#[derive(Clone)]
+pub(super) enum Connection {
+    One(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::One(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::One(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(cmd, offset, count).boxed(),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::One(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
 
 /// The command connection every task shares, replaced when it fails.
 /// Attempts to connect again are spaced out ([`Backoff`]), so while Redis
 /// is down a caller gets a quick refusal rather than a wait.
 pub(super) struct Link {
-    pub(super) client: redis::Client,
+    pub(super) servers: Servers,
     /// The connection, numbered so a failure forgets only the one that failed.
-    pub(super) current: std::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    pub(super) current: std::sync::Mutex<Option<(u64, Connection)>>,
     /// Held while connecting, so one caller connects and the others wait
     /// for it (each within its own deadline).
     pub(super) connecting: Mutex<Reconnect>,
@@ -35,9 +175,9 @@ pub(super) struct Reconnect {
 }
 
 impl Link {
-    pub(super) fn new(client: redis::Client) -> Self {
+    pub(super) fn new(servers: Servers) -> Self {
         Self {
-            client,
+            servers,
             current: std::sync::Mutex::default(),
             connecting: Mutex::default(),
         }
@@ -87,9 +227,7 @@ impl Link {
     }
 
     /// The current connection, its number, and whether it was made just now.
-    pub(super) async fn connection(
-        &self,
-    ) -> Result<(u64, MultiplexedConnection, bool), RedisFailure> {
+    pub(super) async fn connection(&self) -> Result<(u64, Connection, bool), RedisFailure> {
         if let Some((number, conn)) = self.current() {
             return Ok((number, conn, false));
         }
@@ -100,13 +238,7 @@ impl Link {
         if reconnect.retry_at.is_some_and(|at| Instant::now() < at) {
             return Err(RedisFailure::Backoff);
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let connecting = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
-        match deadline(COMMAND_TIMEOUT, connecting).await {
+        match self.servers.connect(Some(COMMAND_TIMEOUT)).await {
             Ok(conn) => {
                 reconnect.made += 1;
                 let number = reconnect.made;
@@ -123,7 +255,7 @@ impl Link {
         }
     }
 
-    pub(super) fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+    pub(super) fn current(&self) -> Option<(u64, Connection)> {
         self.slot().clone()
     }
 
@@ -136,23 +268,15 @@ impl Link {
     }
 
     /// Never held across an await.
-    pub(super) fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
+    pub(super) fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, Connection)>> {
         lock(&self.current)
     }
 
     /// A connection of its own for a blocking read: with no response
     /// timeout, as it waits on purpose; the reader puts its own deadline
     /// around each read.
-    pub(super) async fn reader(&self) -> Result<MultiplexedConnection, RedisFailure> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(None);
-        deadline(
-            COMMAND_TIMEOUT,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
+    pub(super) async fn reader(&self) -> Result<Connection, RedisFailure> {
+        self.servers.connect(None).await
     }
 }
 
@@ -171,6 +295,8 @@ pub(super) enum RedisFailure {
     TimedOut,
     /// Connecting failed a moment ago; the next attempt waits its turn.
     Backoff,
+    /// Redis no longer holds a log it was writing (it restarted empty).
+    Forgotten,
 }
 
 impl fmt::Display for RedisFailure {
@@ -179,6 +305,7 @@ impl fmt::Display for RedisFailure {
             Self::Redis(error) => f.write_str(&kind(error)),
             Self::TimedOut => f.write_str("no answer in time"),
             Self::Backoff => f.write_str("not reachable a moment ago"),
+            Self::Forgotten => f.write_str("it lost the log"),
         }
     }
 }

@@ -1,35 +1,38 @@
-//! What several replicas share through Redis (`REDIS_URL`): mirrored event
-//! logs, stop requests and liveness, so that any replica behind a load
-//! balancer can resume or stop any stream.
+//! What several replicas share through Redis (`REDIS_URL`, or a Redis
+//! Cluster with `REDIS_CLUSTER_URLS`): mirrored event logs, stop requests
+//! and who listens where, so that any replica behind a load balancer can
+//! resume or stop any stream.
 //!
 //! The replica that runs a generation keeps serving its own clients from
-//! its in-process log; a mirror task copies that log into a Redis Stream in
-//! batches, so the relay never waits for a Redis round trip. Another
-//! replica follows the Redis Stream with a blocking `XREAD`. Heartbeat keys
-//! tell each side the other is still there: the runner's `alive` key lets a
-//! follower notice a dead replica within seconds, and the follower's
-//! `listening` key keeps the runner from giving up on a client that moved.
+//! its in-process log; a mirror task (`mirror`) copies that log into a Redis
+//! Stream, several events to an entry (`stored`), so the relay never waits
+//! for a Redis round trip and Redis is asked little per token. Another
+//! replica follows the Redis Stream with a blocking `XREAD` (`remote`), and
+//! says on the `listening` channel that it does: the runner then writes at
+//! once rather than once a second, and does not give up on a client that
+//! moved. A runner writes at least once a second while it runs, so a
+//! follower notices a dead replica within seconds.
 //!
 //! Redis may restart, lose what it held, or stop answering altogether, and
 //! none of that may take a replica down with it: every command has a
-//! deadline, a failed connection is replaced (with backoff), the stop
-//! channel is subscribed to again, and a mirror that lost its place asks
-//! Redis where the log ends and writes the rest, from the start when Redis
-//! forgot it. Local streams never wait for any of this.
+//! deadline, a failed connection is replaced (with backoff), the channels
+//! are subscribed to again, and a mirror that lost its place asks Redis
+//! where the log ends and writes the rest, from the start when Redis forgot
+//! it. Local streams never wait for any of this.
 //!
-//! Keys, per stream id: `tokenrelay:{id}:log` (the events, entry id
-//! `0-<seq+1>`, field `e` = JSON), `tokenrelay:{id}:meta` (hash: `owner`,
-//! `done`), `tokenrelay:{id}:alive`, `tokenrelay:{id}:listening`; per chat
-//! (`streams::chats`), `tokenrelay:chat:{owner}:{chat_id}` (hash: `stream`,
-//! `message`, `seen`), which lives as long as its generation's log; per
-//! caller and minute, `tokenrelay:{budget:<caller>}:<minute>` (tokens spent,
-//! `TOKENS_PER_MINUTE`); and the channel `tokenrelay:stop`.
+//! Keys: per stream id, `tokenrelay:{<id>}:log` (the Redis Stream); per
+//! chat (`streams::chats`), `tokenrelay:chat:<owner>:<chat_id>` (hash:
+//! `stream`, `message`, `seen`), which lives as long as its generation's
+//! log; per caller and minute, `tokenrelay:{budget:<caller>}:<minute>`
+//! (tokens spent, `TOKENS_PER_MINUTE`); and the channels `tokenrelay:stop`
+//! and `tokenrelay:listening`. Every command touches one key, so each goes
+//! to the one node of a cluster that holds it.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use redis::aio::PubSub;
 use redis::streams::StreamRangeReply;
 use tokio::sync::mpsc;
@@ -37,24 +40,26 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod link;
+mod mirror;
 mod remote;
+mod stored;
 
-use self::link::{Backoff, Link, RedisFailure, deadline};
-use self::remote::{Remote, seq_of};
+use self::link::{Backoff, Link, RedisFailure, Servers, deadline};
+use self::remote::Remote;
+use self::stored::{Place, Stored};
 use super::{Caller, ChatRecord, Entry, Generation, Generations, Mirror, StreamId};
+use crate::config::RedisServers;
 use crate::error::Error;
-use crate::event::StreamEvent;
 
-/// How often the runner says it is alive and checks for remote listeners.
+/// How often a runner writes while nobody elsewhere listens, and how often
+/// a remote follower says it listens.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long a heartbeat key lives: a replica silent for this long is gone.
+/// How long a runner or a listener may be silent before it counts as gone.
 const LEASE: Duration = Duration::from_secs(3);
 /// How long a follower's `XREAD` blocks before it checks on the runner.
 const BLOCK: Duration = Duration::from_secs(1);
-/// Most events written or read in one round trip.
-const BATCH: usize = 256;
-/// Most entries kept per Redis Stream; older ones are trimmed away.
-const MAX_ENTRIES: usize = 100_000;
+/// Most entries read in one round trip.
+const BATCH: usize = 64;
 /// Events buffered between a remote follower's reader and its client.
 const FOLLOWER_BUFFER: usize = 64;
 /// How long a single Redis command (or connecting) may take.
@@ -71,13 +76,14 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The channel `DELETE` requests travel on.
 const STOP_CHANNEL: &str = "tokenrelay:stop";
+/// The channel remote followers name the stream they follow on, every
+/// `HEARTBEAT`.
+const LISTEN_CHANNEL: &str = "tokenrelay:listening";
 
 impl Mirror for Cluster {
-    /// Copies `generation`'s log into Redis until it ends, and keeps its
-    /// heartbeat going meanwhile.
+    /// Copies `generation`'s log into Redis until it ends.
     fn mirror(&self, generation: Arc<Generation>, owner: Caller) {
-        let cluster = self.clone();
-        tokio::spawn(async move { cluster.run_mirror(&generation, owner).await });
+        tokio::spawn(mirror::run(self.clone(), generation, owner));
     }
 }
 
@@ -106,11 +112,9 @@ impl fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to `url`; finished logs are kept for `ttl`.
-    pub(crate) async fn connect(url: &str, ttl: Duration) -> Result<Self, Error> {
-        let client = redis::Client::open(url)
-            .map_err(|error| Error::Internal(format!("invalid REDIS_URL: {}", kind(&error))))?;
-        let link = Arc::new(Link::new(client));
+    /// Connects to `servers`; finished logs are kept for `ttl`.
+    pub(crate) async fn connect(servers: &RedisServers, ttl: Duration) -> Result<Self, Error> {
+        let link = Arc::new(Link::new(Servers::open(servers)?));
         link.connection()
             .await
             .map_err(|failure| Error::Internal(format!("cannot reach Redis ({failure})")))?;
@@ -121,12 +125,13 @@ impl Cluster {
         })
     }
 
-    /// Stops local generations when any replica asks (`DELETE` elsewhere),
-    /// subscribing again whenever the subscription is lost; at shutdown,
-    /// ends the followers of generations that run elsewhere.
+    /// Stops local generations when any replica asks (`DELETE` elsewhere)
+    /// and notes who listens elsewhere, subscribing again whenever the
+    /// subscription is lost; at shutdown, ends the followers of
+    /// generations that run elsewhere.
     pub(crate) async fn listen_for_stops(&self, generations: Generations) -> Result<(), Error> {
         let first = self
-            .subscribe()
+            .subscribe(0)
             .await
             .map_err(|failure| Error::Internal(format!("cannot subscribe in Redis ({failure})")))?;
         let cluster = self.clone();
@@ -141,176 +146,32 @@ impl Cluster {
         Ok(())
     }
 
-    async fn subscribe(&self) -> Result<PubSub, RedisFailure> {
-        let subscribing = async {
-            let mut pubsub = self.link.client.get_async_pubsub().await?;
-            pubsub.subscribe(STOP_CHANNEL).await?;
-            Ok(pubsub)
-        };
-        deadline(COMMAND_TIMEOUT, subscribing).await
+    async fn subscribe(&self, attempt: usize) -> Result<PubSub, RedisFailure> {
+        self.link
+            .servers
+            .subscribe(&[STOP_CHANNEL, LISTEN_CHANNEL], attempt)
+            .await
     }
 
     /// Runs for the life of the process.
     async fn relay_stops(&self, first: PubSub, generations: &Generations) {
         let mut pubsub = Some(first);
         let mut backoff = Backoff::default();
+        let mut attempt = 0;
         loop {
             match pubsub.take() {
                 Some(subscribed) => {
                     backoff.succeeded();
-                    stop_on_request(subscribed, generations).await;
+                    obey(subscribed, generations).await;
                     tracing::warn!(
                         "lost the Redis subscription for stop requests; subscribing again"
                     );
                 }
                 None => tokio::time::sleep(backoff.failed()).await,
             }
-            pubsub = self.subscribe().await.ok();
+            attempt += 1;
+            pubsub = self.subscribe(attempt).await.ok();
         }
-    }
-
-    /// Mirrors through any number of Redis failures; gives up only after
-    /// Redis has been unreachable for as long as a mirrored log lives.
-    async fn run_mirror(&self, generation: &Arc<Generation>, owner: Caller) {
-        let mut keys = Keys::new(generation.id());
-        keys.chat = generation
-            .chat
-            .as_ref()
-            .map(|chat| chat_key(owner, &chat.id));
-        let running_ttl = self.ttl.max(Duration::from_secs(60));
-        let mut backoff = Backoff::default();
-        // Only the first announcement names the chat's generation: one
-        // announced again after a failure may have been succeeded by a newer.
-        let mut chat_announced = false;
-        loop {
-            let Err(failure) = self
-                .mirror_from_redis_end(
-                    generation,
-                    owner,
-                    &keys,
-                    running_ttl,
-                    &mut backoff,
-                    &mut chat_announced,
-                )
-                .await
-            else {
-                return;
-            };
-            if backoff.failing_for() > running_ttl {
-                tracing::warn!(stream_id = %generation.id(), %failure, "mirroring to Redis stopped");
-                return;
-            }
-            if backoff.failing_for().is_zero() {
-                tracing::warn!(stream_id = %generation.id(), %failure, "mirroring to Redis paused; retrying");
-            }
-            tokio::time::sleep(backoff.failed()).await;
-        }
-    }
-
-    /// Announces the generation, asks Redis where its copy of the log ends
-    /// (nowhere, after Redis lost it), and writes from there until the log
-    /// is complete or Redis fails.
-    async fn mirror_from_redis_end(
-        &self,
-        generation: &Arc<Generation>,
-        owner: Caller,
-        keys: &Keys,
-        running_ttl: Duration,
-        backoff: &mut Backoff,
-        chat_announced: &mut bool,
-    ) -> Result<(), RedisFailure> {
-        let mut announce = redis::pipe();
-        announce
-            .hset(&keys.meta, "owner", owner_tag(owner))
-            .ignore()
-            .pexpire(&keys.meta, expiry(running_ttl))
-            .ignore()
-            .set_options(&keys.alive, 1, lease_options())
-            .ignore();
-        if let (Some(chat_key), Some(chat), false) = (&keys.chat, &generation.chat, *chat_announced)
-        {
-            announce
-                .del(chat_key)
-                .ignore()
-                .hset(chat_key, "stream", generation.id().to_string())
-                .ignore()
-                .pexpire(chat_key, expiry(running_ttl))
-                .ignore();
-            if let Some(message_id) = &chat.message_id {
-                announce.hset(chat_key, "message", message_id).ignore();
-            }
-        }
-        announce.xrevrange_count(&keys.log, "+", "-", 1);
-        let (top,): (StreamRangeReply,) = self.link.query(&announce, COMMAND_TIMEOUT).await?;
-        *chat_announced = true;
-        backoff.succeeded();
-        let next = top
-            .ids
-            .first()
-            .and_then(|entry| seq_of(&entry.id))
-            .map_or(0, |seq| seq + 1);
-        let mut log = generation.watch(next);
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        let mut beat = redis::pipe();
-        beat.set_options(&keys.alive, 1, lease_options())
-            .ignore()
-            .exists(&keys.listening);
-        loop {
-            tokio::select! {
-                entry = log.next() => {
-                    let (events, then) = batch(entry, &mut log);
-                    let finished = matches!(then, Then::Finished);
-                    self.write(keys, &events, finished, running_ttl).await?;
-                    match then {
-                        Then::More => {}
-                        // Trimmed here before it was copied: Redis gets a
-                        // gap too, which followers there report.
-                        Then::SkipTo(first_kept) => log = generation.watch(first_kept),
-                        Then::Finished => return Ok(()),
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    let (listening,): (bool,) = self.link.query(&beat, COMMAND_TIMEOUT).await?;
-                    if listening {
-                        generation.listened_elsewhere(Instant::now() + LEASE);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Writes one batch, and the `done` marker after the last event.
-    async fn write(
-        &self,
-        keys: &Keys,
-        events: &[(u64, StreamEvent)],
-        finished: bool,
-        running_ttl: Duration,
-    ) -> Result<(), RedisFailure> {
-        let mut pipe = redis::pipe();
-        for (seq, event) in events {
-            let json = serde_json::to_string(event).unwrap_or_default();
-            pipe.cmd("XADD")
-                .arg(&keys.log)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(MAX_ENTRIES)
-                .arg(format!("0-{}", seq + 1))
-                .arg("e")
-                .arg(json)
-                .ignore();
-        }
-        let ttl = if finished { self.ttl } else { running_ttl };
-        pipe.pexpire(&keys.log, expiry(ttl)).ignore();
-        pipe.pexpire(&keys.meta, expiry(ttl)).ignore();
-        if let Some(chat_key) = &keys.chat {
-            pipe.pexpire(chat_key, expiry(ttl)).ignore();
-        }
-        if finished {
-            pipe.hset(&keys.meta, "done", 1).ignore();
-            pipe.del(&keys.alive).ignore();
-        }
-        self.link.query(&pipe, COMMAND_TIMEOUT).await
     }
 
     /// Follows a generation that runs on another replica, from sequence
@@ -322,27 +183,18 @@ impl Cluster {
         from: u64,
     ) -> Result<Option<Elsewhere<impl Stream<Item = Entry> + Send + 'static + use<>>>, Error> {
         let keys = Keys::new(id);
-        let mut state = redis::pipe();
-        state
-            .hget(&keys.meta, "owner")
-            .hget(&keys.meta, "done")
-            .xrevrange_count(&keys.log, "+", "-", 1);
-        let (owner, done, top): (Option<String>, Option<String>, StreamRangeReply) = self
-            .link
-            .query(&state, COMMAND_TIMEOUT)
-            .await
-            .map_err(unavailable)?;
-        if owner.as_deref() != Some(owner_tag(caller).as_str()) {
+        let Some(top) = self.top(&keys, caller).await? else {
             return Ok(None);
-        }
-        let last = top.ids.first().and_then(|entry| seq_of(&entry.id));
-        if let (Some(_), Some(last)) = (done, last) {
-            if from > last.saturating_add(1) {
+        };
+        if top.done {
+            let end = top.place.end;
+            if from > end {
                 return Err(Error::InvalidRequest(format!(
-                    "`Last-Event-ID` is past the end of stream {id}, whose last event is {id}:{last}"
+                    "`Last-Event-ID` is past the end of stream {id}, whose last event is {id}:{}",
+                    end.saturating_sub(1)
                 )));
             }
-            if from == last.saturating_add(1) {
+            if from == end {
                 return Ok(Some(Elsewhere::AllSeen));
             }
         }
@@ -350,10 +202,14 @@ impl Cluster {
         let (sender, mut receiver) = mpsc::channel(FOLLOWER_BUFFER);
         let remote = Remote {
             cluster: self.clone(),
+            id,
             keys,
             sender,
             reader: Some(reader),
             expected: from,
+            after: Place::before(from),
+            heard: Instant::now(),
+            told: None,
             runner_grace: None,
         };
         tokio::spawn(remote.run());
@@ -362,17 +218,23 @@ impl Cluster {
         ))))
     }
 
-    /// Asks every replica to stop `id`; false when no replica knows it for `caller`.
-    pub(crate) async fn stop(&self, id: StreamId, caller: Caller) -> Result<bool, Error> {
-        let keys = Keys::new(id);
-        let mut owner = redis::pipe();
-        owner.hget(&keys.meta, "owner");
-        let (owner,): (Option<String>,) = self
+    /// The last entry of `keys`' log, when the log is `caller`'s.
+    async fn top(&self, keys: &Keys, caller: Caller) -> Result<Option<Stored>, Error> {
+        let mut top = redis::pipe();
+        top.xrevrange_count(&keys.log, "+", "-", 1);
+        let (top,): (StreamRangeReply,) = self
             .link
-            .query(&owner, COMMAND_TIMEOUT)
+            .query(&top, COMMAND_TIMEOUT)
             .await
             .map_err(unavailable)?;
-        if owner.as_deref() != Some(owner_tag(caller).as_str()) {
+        let top = top.ids.first().and_then(Stored::read);
+        let tag = owner_tag(caller);
+        Ok(top.filter(|top| top.owner.as_deref() == Some(tag.as_str())))
+    }
+
+    /// Asks every replica to stop `id`; false when no replica knows it for `caller`.
+    pub(crate) async fn stop(&self, id: StreamId, caller: Caller) -> Result<bool, Error> {
+        if self.top(&Keys::new(id), caller).await?.is_none() {
             return Ok(false);
         }
         let mut publish = redis::pipe();
@@ -479,10 +341,11 @@ fn budget_key(account: &str, minute: u64) -> String {
     format!("tokenrelay:{{budget:{account}}}:{minute}")
 }
 
-/// Stops the local generations named on the stop channel until the
+/// Stops the local generations named on the stop channel, and notes the
+/// ones named on the listening channel as followed elsewhere, until the
 /// subscription is lost; a ping now and then notices a Redis that went
 /// away without closing the connection.
-async fn stop_on_request(pubsub: PubSub, generations: &Generations) {
+async fn obey(pubsub: PubSub, generations: &Generations) {
     let (mut sink, mut messages) = pubsub.split();
     let mut check = tokio::time::interval(LEASE);
     loop {
@@ -494,7 +357,12 @@ async fn stop_on_request(pubsub: PubSub, generations: &Generations) {
                 let id = std::str::from_utf8(message.get_payload_bytes())
                     .ok()
                     .and_then(StreamId::parse);
-                if let Some(generation) = id.and_then(|id| generations.local(id)) {
+                let Some(generation) = id.and_then(|id| generations.local(id)) else {
+                    continue;
+                };
+                if message.get_channel_name() == LISTEN_CHANNEL {
+                    generation.listened_elsewhere(Instant::now() + LEASE);
+                } else {
                     generation.stop();
                 }
             }
@@ -507,56 +375,14 @@ async fn stop_on_request(pubsub: PubSub, generations: &Generations) {
     }
 }
 
-/// How a batch of the mirror ends.
-enum Then {
-    /// More may follow.
-    More,
-    /// The log here no longer holds the next events; go on from this one.
-    SkipTo(u64),
-    /// The log is complete.
-    Finished,
-}
-
-/// The events that woke the mirror, and whatever else is already waiting.
-fn batch(
-    first: Option<Entry>,
-    log: &mut (impl Stream<Item = Entry> + Unpin),
-) -> (Vec<(u64, StreamEvent)>, Then) {
-    let mut events = Vec::new();
-    let mut entry = first;
-    loop {
-        match entry {
-            Some(Entry::Event { seq, event }) => events.push((seq, event)),
-            Some(Entry::Gap { first_kept }) => return (events, Then::SkipTo(first_kept)),
-            Some(Entry::Done | Entry::Lost { .. }) | None => return (events, Then::Finished),
-        }
-        if events.len() >= BATCH {
-            return (events, Then::More);
-        }
-        match log.next().now_or_never() {
-            Some(next) => entry = next,
-            None => return (events, Then::More),
-        }
-    }
-}
-
 struct Keys {
     log: String,
-    meta: String,
-    alive: String,
-    listening: String,
-    /// The record of the chat the generation answers, if it answers one.
-    chat: Option<String>,
 }
 
 impl Keys {
     fn new(id: StreamId) -> Self {
         Self {
-            log: format!("tokenrelay:{id}:log"),
-            meta: format!("tokenrelay:{id}:meta"),
-            alive: format!("tokenrelay:{id}:alive"),
-            listening: format!("tokenrelay:{id}:listening"),
-            chat: None,
+            log: format!("tokenrelay:{{{id}}}:log"),
         }
     }
 }
@@ -573,10 +399,6 @@ fn chat_key(owner: Caller, id: &str) -> String {
 
 fn owner_tag(caller: Caller) -> String {
     caller.to_string()
-}
-
-fn lease_options() -> redis::SetOptions {
-    redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(millis(LEASE)))
 }
 
 fn millis(duration: Duration) -> u64 {

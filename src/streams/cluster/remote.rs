@@ -1,31 +1,40 @@
 //! The reader behind a follower of a stream another replica runs: it reads
 //! the Redis copy of the log with a blocking `XREAD`, ends only after the
-//! terminal event (or with `resume_gap`), and gives up on a Redis that stops
-//! answering (README, "Several replicas").
+//! terminal event (or with `resume_gap`), tells the runner it listens, and
+//! gives up on a Redis that stops answering or a runner that went silent
+//! (README, "Several replicas").
 
+use redis::AsyncCommands;
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
-
-use super::link::{Backoff, RedisFailure, deadline};
-use super::{BATCH, BLOCK, COMMAND_TIMEOUT, Cluster, Keys, LEASE, OUTAGE, lease_options, millis};
-use crate::event::{ErrorCode, StreamEvent};
-use crate::streams::Entry;
+use super::link::{Backoff, Connection, RedisFailure, deadline};
+use super::stored::{Place, Stored};
+use super::{
+    BATCH, BLOCK, COMMAND_TIMEOUT, Cluster, HEARTBEAT, Keys, LEASE, LISTEN_CHANNEL, OUTAGE, millis,
+};
+use crate::event::ErrorCode;
+use crate::streams::{Entry, StreamId};
 
 /// The reader behind one remote follower.
 pub(super) struct Remote {
     pub(super) cluster: Cluster,
+    pub(super) id: StreamId,
     pub(super) keys: Keys,
     pub(super) sender: mpsc::Sender<Entry>,
     /// `None` after a failure, until it is replaced.
-    pub(super) reader: Option<MultiplexedConnection>,
+    pub(super) reader: Option<Connection>,
     /// The sequence number the client needs next.
     pub(super) expected: u64,
-    /// After Redis came back, how long a missing heartbeat is not yet taken
-    /// for a dead runner: its mirror needs a moment to announce it again.
+    /// The entry read last, or where reading starts.
+    pub(super) after: Place,
+    /// When the runner last showed it is there: an entry, or the start.
+    pub(super) heard: Instant,
+    /// When the runner was last told that this follower listens.
+    pub(super) told: Option<Instant>,
+    /// After Redis came back, how long a silent runner is not yet taken
+    /// for a dead one: its mirror needs a moment to write again.
     pub(super) runner_grace: Option<Instant>,
 }
 
@@ -86,15 +95,17 @@ impl Remote {
     }
 
     pub(super) async fn round(&mut self) -> Result<Round, RedisFailure> {
-        let keys = &self.keys;
-        let mut listening = redis::pipe();
-        listening
-            .set_options(&keys.listening, 1, lease_options())
-            .ignore();
-        self.cluster
-            .link
-            .query::<()>(&listening, COMMAND_TIMEOUT)
-            .await?;
+        if self.told.is_none_or(|at| at.elapsed() >= HEARTBEAT) {
+            let mut listening = redis::pipe();
+            listening
+                .publish(LISTEN_CHANNEL, self.id.to_string())
+                .ignore();
+            self.cluster
+                .link
+                .query::<()>(&listening, COMMAND_TIMEOUT)
+                .await?;
+            self.told = Some(Instant::now());
+        }
         let mut reader = match &self.reader {
             Some(reader) => reader.clone(),
             None => {
@@ -106,92 +117,107 @@ impl Remote {
         let options = StreamReadOptions::default()
             .block(millis(BLOCK) as usize)
             .count(BATCH);
-        let last = format!("0-{}", self.expected);
+        let after = self.after.id();
         let reply: Option<StreamReadReply> = deadline(
             BLOCK + COMMAND_TIMEOUT,
-            reader.xread_options(&[&keys.log], &[&last], &options),
+            reader.xread_options(&[&self.keys.log], &[&after], &options),
         )
         .await?;
-        let entries = reply
+        let entries: Vec<_> = reply
             .into_iter()
             .flat_map(|reply| reply.keys)
-            .flat_map(|key| key.ids);
-        let mut any = false;
-        for entry in entries {
-            any = true;
-            let seq = seq_of(&entry.id).unwrap_or(0);
-            if seq > self.expected {
-                let _ = self.sender.send(Entry::Gap { first_kept: seq }).await;
-                let _ = self.sender.send(Entry::Done).await;
-                return Ok(Round::Ended);
-            }
-            let Some(event) = event_of(&entry) else {
+            .flat_map(|key| key.ids)
+            .collect();
+        if entries.is_empty() {
+            return self.silence().await;
+        }
+        for entry in &entries {
+            let Some(stored) = Stored::read(entry) else {
                 self.end(
                     ErrorCode::UpstreamDisconnected,
-                    "the shared event log holds an unreadable event".to_owned(),
+                    "the shared event log holds an unreadable entry".to_owned(),
                 )
                 .await;
                 return Ok(Round::Ended);
             };
+            self.after = stored.place;
+            self.heard = Instant::now();
+            if let Round::Ended = self.forward(stored).await {
+                return Ok(Round::Ended);
+            }
+        }
+        Ok(Round::Continue)
+    }
+
+    /// Sends the client the events of `stored` it has not seen.
+    async fn forward(&mut self, stored: Stored) -> Round {
+        let first = stored.first();
+        if !stored.events.is_empty() && first > self.expected {
+            let _ = self.sender.send(Entry::Gap { first_kept: first }).await;
+            let _ = self.sender.send(Entry::Done).await;
+            return Round::Ended;
+        }
+        for (seq, event) in (first..).zip(stored.events) {
+            if seq < self.expected {
+                continue;
+            }
             self.expected = seq + 1;
             let terminal = event.is_terminal();
             if self.sender.send(Entry::Event { seq, event }).await.is_err() {
-                return Ok(Round::Ended);
+                return Round::Ended;
             }
             if terminal {
                 let _ = self.sender.send(Entry::Done).await;
-                return Ok(Round::Ended);
+                return Round::Ended;
             }
         }
-        if any {
-            return Ok(Round::Continue);
+        if stored.done {
+            // The end of the log, without a terminal event read.
+            self.end(
+                ErrorCode::ResumeGap,
+                "the shared event log ends before this stream's last event \
+                 (it was trimmed or lost); start a new generation"
+                    .to_owned(),
+            )
+            .await;
+            return Round::Ended;
         }
-        // Nothing new for a while: is the log complete, and is its runner
-        // still there?
-        let mut state = redis::pipe();
-        state
-            .exists(&keys.alive)
-            .hget(&keys.meta, "done")
-            .xrevrange_count(&keys.log, "+", "-", 1);
-        let (alive, done, top): (bool, Option<String>, StreamRangeReply) =
-            self.cluster.link.query(&state, COMMAND_TIMEOUT).await?;
-        if done.is_some() {
-            let top = top.ids.first();
-            let top_seq = top.and_then(|entry| seq_of(&entry.id));
-            if top_seq.is_some_and(|seq| seq >= self.expected) {
-                // Written after our read: read it.
-                return Ok(Round::Continue);
-            }
-            // The client ends cleanly only if it has the terminal event.
-            let has_terminal = top_seq.is_some_and(|seq| seq + 1 == self.expected)
-                && top
-                    .and_then(event_of)
-                    .is_some_and(|event| event.is_terminal());
-            if has_terminal {
-                let _ = self.sender.send(Entry::Done).await;
-            } else {
-                self.end(
-                    ErrorCode::ResumeGap,
-                    "the shared event log ends before this stream's last event \
-                     (it was trimmed or lost); start a new generation"
-                        .to_owned(),
-                )
-                .await;
-            }
-            return Ok(Round::Ended);
-        }
+        Round::Continue
+    }
+
+    /// Nothing new: the runner writes at least once a second while it
+    /// runs, so a longer silence means it is gone, unless the log ended
+    /// where this follower cannot see it.
+    async fn silence(&mut self) -> Result<Round, RedisFailure> {
         let in_grace = self
             .runner_grace
             .is_some_and(|until| Instant::now() < until);
-        if !alive && !in_grace {
+        if self.heard.elapsed() < LEASE || in_grace {
+            return Ok(Round::Continue);
+        }
+        let mut top = redis::pipe();
+        top.xrevrange_count(&self.keys.log, "+", "-", 1);
+        let (top,): (StreamRangeReply,) = self.cluster.link.query(&top, COMMAND_TIMEOUT).await?;
+        let top = top.ids.first().and_then(Stored::read);
+        if top.as_ref().is_some_and(|top| top.place > self.after) {
+            // Written after our read: read it.
+            return Ok(Round::Continue);
+        }
+        if top.is_some_and(|top| top.done) {
+            self.end(
+                ErrorCode::ResumeGap,
+                "the shared event log lost the end of this stream; start a new generation"
+                    .to_owned(),
+            )
+            .await;
+        } else {
             self.end(
                 ErrorCode::UpstreamDisconnected,
                 "the replica running this generation stopped before it finished".to_owned(),
             )
             .await;
-            return Ok(Round::Ended);
         }
-        Ok(Round::Continue)
+        Ok(Round::Ended)
     }
 
     /// Ends the client's stream honestly: an `error` that takes no place
@@ -199,30 +225,5 @@ impl Remote {
     pub(super) async fn end(&self, code: ErrorCode, message: String) {
         let _ = self.sender.send(Entry::Lost { code, message }).await;
         let _ = self.sender.send(Entry::Done).await;
-    }
-}
-
-/// The sequence number of the event stored under entry id `0-<seq+1>`.
-pub(super) fn seq_of(entry_id: &str) -> Option<u64> {
-    let (_, n) = entry_id.split_once('-')?;
-    n.parse::<u64>().ok()?.checked_sub(1)
-}
-
-pub(super) fn event_of(entry: &redis::streams::StreamId) -> Option<StreamEvent> {
-    entry
-        .get::<String>("e")
-        .and_then(|json| serde_json::from_str(&json).ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_ids_are_one_past_the_sequence_number() {
-        assert_eq!(seq_of("0-1"), Some(0));
-        assert_eq!(seq_of("0-18446744073709551615"), Some(u64::MAX - 1));
-        assert_eq!(seq_of("0-0"), None);
-        assert_eq!(seq_of("junk"), None);
     }
 }
