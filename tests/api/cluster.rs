@@ -73,6 +73,12 @@ impl Redis {
 }
 
 fn redis_server(port: u16) -> Child {
+    redis_server_with(port, &[])
+}
+
+/// A `redis-server` on `port`, keeping nothing on disk, with `extra`
+/// settings; returns once it answers.
+pub(crate) fn redis_server_with(port: u16, extra: &[&str]) -> Child {
     let child = Command::new("redis-server")
         .args([
             "--port",
@@ -84,6 +90,7 @@ fn redis_server(port: u16) -> Child {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -96,7 +103,7 @@ fn redis_server(port: u16) -> Child {
     child
 }
 
-fn signal(child: &Child, signal: &str) {
+pub(crate) fn signal(child: &Child, signal: &str) {
     let sent = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status();
@@ -144,6 +151,17 @@ fn replica_with(
     upstream: &FakeUpstream,
     settings: &[(&str, &str)],
 ) -> (Server, String) {
+    let mut settings = settings.to_vec();
+    settings.push(("REDIS_URL", &redis.url));
+    replica_of(name, upstream, &settings)
+}
+
+/// A tokenrelay process in front of `upstream`; `settings` say where Redis is.
+pub(crate) fn replica_of(
+    name: &str,
+    upstream: &FakeUpstream,
+    settings: &[(&str, &str)],
+) -> (Server, String) {
     let dir = scratch_dir(name);
     let mut command = binary();
     command
@@ -152,21 +170,20 @@ fn replica_with(
         .env("UPSTREAM_BASE_URL", upstream.base_url())
         .env("DEFAULT_MODEL", "m")
         .env("RESUME_GRACE_SECS", "5")
-        .env("REDIS_URL", &redis.url)
         .envs(settings.iter().copied());
     let server = Server::start(&mut command);
     let addr = server.addr();
     (server, format!("http://{addr}"))
 }
 
-fn numbered(count: usize, gap: Duration) -> (Reply, String) {
+pub(crate) fn numbered(count: usize, gap: Duration) -> (Reply, String) {
     let tokens: Vec<String> = (0..count).map(|n| format!("w{n} ")).collect();
     let text = tokens.concat();
     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
     (Reply::tokens(&tokens).pace(gap), text)
 }
 
-async fn start_chat(base: &str) -> reqwest::Response {
+pub(crate) async fn start_chat(base: &str) -> reqwest::Response {
     let response = http_client()
         .post(format!("{base}/api/chat"))
         .header("content-type", "application/json")
@@ -179,7 +196,7 @@ async fn start_chat(base: &str) -> reqwest::Response {
 }
 
 /// Reads until `tokens` token events arrived; returns the whole frames seen.
-async fn read_tokens(response: &mut reqwest::Response, tokens: usize) -> String {
+pub(crate) async fn read_tokens(response: &mut reqwest::Response, tokens: usize) -> String {
     let mut text = String::new();
     while text.matches(r#""type":"token""#).count() < tokens {
         match tokio::time::timeout(Duration::from_secs(10), response.chunk()).await {
@@ -190,7 +207,7 @@ async fn read_tokens(response: &mut reqwest::Response, tokens: usize) -> String 
     text[..text.rfind("\n\n").map_or(0, |end| end + 2)].to_owned()
 }
 
-async fn follow(base: &str, stream_id: &str, last_event_id: Option<&str>) -> Transcript {
+pub(crate) async fn follow(base: &str, stream_id: &str, last_event_id: Option<&str>) -> Transcript {
     let mut request = http_client().get(format!("{base}/api/chat/{stream_id}/events"));
     if let Some(last) = last_event_id {
         request = request.header("last-event-id", last);
@@ -324,7 +341,7 @@ async fn followers_elsewhere_get_an_error_when_the_running_replica_dies() {
 /// The `id:` of the last frame in `text` that has one.
 /// A follower that saw part of the answer and then an honest end: one
 /// `upstream_disconnected` error, then `[DONE]`.
-fn assert_cut_off(transcript: &Transcript, context: &str) {
+pub(crate) fn assert_cut_off(transcript: &Transcript, context: &str) {
     let ending = transcript.terminal();
     assert_eq!(ending.len(), 1, "{context}: {ending:?}");
     assert_eq!(ending[0]["type"], "error", "{context}");
@@ -333,7 +350,7 @@ fn assert_cut_off(transcript: &Transcript, context: &str) {
     assert!(!transcript.text_of("token").is_empty(), "{context}");
 }
 
-fn last_id(text: &str) -> String {
+pub(crate) fn last_id(text: &str) -> String {
     parse_frames(text)
         .iter()
         .rev()
@@ -341,7 +358,7 @@ fn last_id(text: &str) -> String {
         .unwrap_or_default()
 }
 
-fn tokens_in(text: &str) -> String {
+pub(crate) fn tokens_in(text: &str) -> String {
     parse_frames(text)
         .iter()
         .filter_map(|frame| frame.json())
@@ -352,7 +369,7 @@ fn tokens_in(text: &str) -> String {
 
 /// Resumes `stream_id` on `base` after `last`, retrying (within 10 s)
 /// while the replica cannot tell yet: 404 or 503.
-async fn resume_when_known(base: &str, stream_id: &str, last: &str) -> Transcript {
+pub(crate) async fn resume_when_known(base: &str, stream_id: &str, last: &str) -> Transcript {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let response = http_client()
@@ -614,7 +631,7 @@ async fn a_remote_follower_whose_log_lost_its_end_is_told_so() {
 }
 
 /// Where tokenrelay keeps stream `id`'s events in Redis.
-fn log_key(id: &str) -> String {
+pub(crate) fn log_key(id: &str) -> String {
     format!("tokenrelay:{{{id}}}:log")
 }
 

@@ -23,6 +23,7 @@ mod nginx;
 mod openai;
 mod operations;
 mod page;
+mod redis_cluster;
 mod resume;
 mod retries;
 mod routing;
