@@ -213,6 +213,7 @@ mod tests {
             listeners_changed: Notify::new(),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
+            ended: CancellationToken::new(),
             running: Mutex::new(None),
         });
         generation.append(sample(0));

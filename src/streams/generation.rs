@@ -40,6 +40,9 @@ pub(crate) struct Generation {
     pub(super) stop: CancellationToken,
     /// The only client left for good: stop now, without a grace period.
     pub(super) abandon: CancellationToken,
+    /// Fired once the log is complete, for readers that do not wait on
+    /// every event (the Redis mirror).
+    pub(super) ended: CancellationToken,
     pub(super) running: Mutex<Option<Running>>,
 }
 
@@ -273,6 +276,7 @@ impl Generation {
         // Nothing grows a finished log; it is kept for the TTL as it is.
         log.records.shrink_to_fit();
         wake_followers(log);
+        self.ended.cancel();
     }
 
     fn forget(&self) {

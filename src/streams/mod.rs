@@ -241,6 +241,7 @@ impl Ticket {
             listeners_changed: Notify::new(),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
+            ended: CancellationToken::new(),
             running: Mutex::new(Some(permit)),
         });
         generation.append(StreamEvent::Start {

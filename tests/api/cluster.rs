@@ -273,6 +273,46 @@ async fn a_stream_started_on_one_replica_resumes_on_another() {
 }
 
 #[tokio::test]
+async fn a_follower_elsewhere_gets_the_tokens_as_they_come_not_in_bursts() {
+    let redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let (reply, text) = numbered(24, Duration::from_millis(100));
+    upstream.push(reply);
+    let (_a, on_a) = replica("replica-a10", &redis, &upstream);
+    let (_b, on_b) = replica("replica-b10", &redis, &upstream);
+    let mut running = start_chat(&on_a).await;
+    let id = stream_id_of(&running);
+    let opening = read_tokens(&mut running, 1).await;
+
+    let mut response = http_client()
+        .get(format!("{on_b}/api/chat/{id}/events"))
+        .header("last-event-id", last_id(&opening))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let mut seen = String::new();
+    let mut arrivals = 0;
+    while let Ok(Ok(Some(piece))) =
+        tokio::time::timeout(Duration::from_secs(10), response.chunk()).await
+    {
+        let piece = String::from_utf8_lossy(&piece).into_owned();
+        if piece.contains(r#""type":"token""#) {
+            arrivals += 1;
+        }
+        seen.push_str(&piece);
+    }
+
+    assert_eq!(format!("{}{}", tokens_in(&opening), tokens_in(&seen)), text);
+    // 23 tokens 100 ms apart: written a second at a time, they would come
+    // in three or four bursts.
+    assert!(
+        arrivals >= 12,
+        "the tokens came in {arrivals} bursts: {seen}"
+    );
+    drop(running);
+}
+
+#[tokio::test]
 async fn delete_on_one_replica_stops_the_upstream_of_another() {
     let redis = Redis::start();
     let upstream = FakeUpstream::start().await;

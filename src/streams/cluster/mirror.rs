@@ -5,8 +5,9 @@
 //! Events are gathered and written as one entry per flush: at once while a
 //! client on another replica follows the generation (it says so on the
 //! `listening` channel), and otherwise once a second, when an entry is
-//! worth it only for a client that may come back elsewhere. A terminal
-//! event is always written at once. A second with nothing to write writes a
+//! worth it only for a client that may come back elsewhere; then the mirror
+//! does not even wake for each event, only on the second or at the end. A
+//! terminal event is always written at once. A second with nothing to write writes a
 //! heartbeat, the runner's sign of life. The key's expiry is set with the
 //! first entry and refreshed every half minute, and a finished log keeps it
 //! when it already outlasts the resume TTL. Writes after the first never
@@ -127,10 +128,7 @@ impl Mirror {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The first entry goes out at once, with whatever is there already,
         // so that other replicas know the stream from its start.
-        let mut then = match log.next().now_or_never() {
-            Some(entry) => gather(&mut copy.pending, entry, &mut log),
-            None => Then::More,
-        };
+        let mut then = drain(&mut copy.pending, &mut log);
         loop {
             match then {
                 Then::Finished => return self.write(&mut copy, true).await,
@@ -153,8 +151,10 @@ impl Mirror {
         }
     }
 
-    /// Waits for events, writing what waits (or a heartbeat) once a second
-    /// meanwhile.
+    /// Gathers what comes next. While a client elsewhere follows, every
+    /// event is taken as it comes, and a heartbeat written when nothing was
+    /// lately. Otherwise the log is left alone, so that its events cost no
+    /// wake-up here, and read once a second, or when it ends.
     async fn next(
         &self,
         copy: &mut Copy,
@@ -162,23 +162,39 @@ impl Mirror {
         tick: &mut Interval,
     ) -> Result<Then, RedisFailure> {
         loop {
-            tokio::select! {
-                entry = log.next() => return Ok(gather(&mut copy.pending, entry, log)),
-                _ = tick.tick() => {
-                    let lately = copy.written.is_some_and(|at| at.elapsed() < HEARTBEAT / 2);
-                    if copy.pending.count() > 0 || !lately {
-                        self.write(copy, false).await?;
+            if self.generation.is_followed_elsewhere() {
+                tokio::select! {
+                    entry = log.next() => return Ok(gather(&mut copy.pending, entry, log)),
+                    _ = tick.tick() => {
+                        let lately = copy.written.is_some_and(|at| at.elapsed() < HEARTBEAT / 2);
+                        if copy.pending.count() > 0 || !lately {
+                            self.write(copy, false).await?;
+                        }
                     }
                 }
+                continue;
+            }
+            tokio::select! {
+                () = self.generation.ended.cancelled() => return Ok(drain(&mut copy.pending, log)),
+                () = self.generation.listeners_changed.notified() => {}
+                _ = tick.tick() => loop {
+                    let then = drain(&mut copy.pending, log);
+                    if !matches!(then, Then::More) {
+                        return Ok(then);
+                    }
+                    let full = full(&copy.pending);
+                    self.write(copy, false).await?;
+                    if !full {
+                        break;
+                    }
+                },
             }
         }
     }
 
     /// Whether waiting events should go out now rather than on the tick.
     fn urgent(&self, pending: &Pending) -> bool {
-        pending.count() >= MAX_EVENTS
-            || pending.bytes() >= MAX_BYTES
-            || (pending.count() > 0 && self.generation.is_followed_elsewhere())
+        full(pending) || (pending.count() > 0 && self.generation.is_followed_elsewhere())
     }
 
     /// Writes what is waiting as one entry (a heartbeat when nothing is),
@@ -269,6 +285,19 @@ impl Mirror {
     }
 }
 
+/// Whether `pending` makes a whole entry.
+fn full(pending: &Pending) -> bool {
+    pending.count() >= MAX_EVENTS || pending.bytes() >= MAX_BYTES
+}
+
+/// Adds whatever is waiting in `log` to `pending`.
+fn drain(pending: &mut Pending, log: &mut (impl Stream<Item = Entry> + Unpin)) -> Then {
+    match log.next().now_or_never() {
+        Some(entry) => gather(pending, entry, log),
+        None => Then::More,
+    }
+}
+
 /// Adds `first` and whatever else is already waiting to `pending`; `None`
 /// is the end of the log.
 fn gather(
@@ -283,7 +312,7 @@ fn gather(
             Some(Entry::Gap { first_kept }) => return Then::SkipTo(first_kept),
             Some(Entry::Done | Entry::Lost { .. }) | None => return Then::Finished,
         }
-        if pending.count() >= MAX_EVENTS || pending.bytes() >= MAX_BYTES {
+        if full(pending) {
             return Then::More;
         }
         match log.next().now_or_never() {

@@ -171,6 +171,11 @@ impl Remote {
                 return Round::Ended;
             }
         }
+        if stored.done && self.expected == stored.place.end {
+            // The client had every event, the terminal one with them.
+            let _ = self.sender.send(Entry::Done).await;
+            return Round::Ended;
+        }
         if stored.done {
             // The end of the log, without a terminal event read.
             self.end(
