@@ -219,7 +219,11 @@ impl Mirror {
         if done {
             add.arg("d").arg(1);
         }
-        let expire = self.expiry(copy, done);
+        let expire = expiry_due(
+            self.cluster.ttl,
+            copy.expiry_set.map(|set| set.elapsed()),
+            done,
+        );
         if let Some(ttl) = expire {
             pipe.pexpire(&self.keys.log, expiry(ttl)).ignore();
         }
@@ -242,20 +246,6 @@ impl Mirror {
             }
         }
         Ok(())
-    }
-
-    /// The expiry to set with this write, if one is due: a running log
-    /// lives long past its next refresh; a finished one keeps the expiry it
-    /// has when that is at least the resume TTL.
-    fn expiry(&self, copy: &Copy, done: bool) -> Option<Duration> {
-        let ttl = self.cluster.ttl;
-        let since = copy.expiry_set.map(|set| set.elapsed());
-        match since {
-            None if done => Some(ttl),
-            None => Some(ttl.max(RUNNING_TTL) + REFRESH),
-            Some(since) if done => (ttl < RUNNING_TTL || since >= REFRESH).then_some(ttl),
-            Some(since) => (since >= REFRESH).then_some(ttl.max(RUNNING_TTL) + REFRESH),
-        }
     }
 
     /// Points the chat's record at this generation, for every replica.
@@ -282,6 +272,19 @@ impl Mirror {
         }
         self.chat_announced = true;
         Ok(())
+    }
+}
+
+/// The expiry to set with a write, if one is due, `since` the last one was
+/// set: a running log lives long past its next refresh; a finished one
+/// keeps the expiry it has when that still outlasts the resume `ttl`.
+fn expiry_due(ttl: Duration, since: Option<Duration>, done: bool) -> Option<Duration> {
+    let running = ttl.max(RUNNING_TTL) + REFRESH;
+    match since {
+        None if done => Some(ttl),
+        None => Some(running),
+        Some(since) if done => (ttl < RUNNING_TTL || since >= REFRESH).then_some(ttl),
+        Some(since) => (since >= REFRESH).then_some(running),
     }
 }
 
@@ -318,6 +321,39 @@ fn gather(
         match log.next().now_or_never() {
             Some(next) => entry = next,
             None => return Then::More,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_set_once_refreshed_rarely_and_a_finished_log_outlasts_the_ttl() {
+        let secs = Duration::from_secs;
+        let cases = [
+            // (ttl, since the last setting, done) -> the expiry to set
+            ((300, None, false), Some(330)),
+            ((300, Some(0), false), None),
+            ((300, Some(29), false), None),
+            ((300, Some(30), false), Some(330)),
+            // Set less than 30 s ago to ttl + 30 s: at least ttl remains.
+            ((300, Some(29), true), None),
+            ((300, Some(30), true), Some(300)),
+            ((300, None, true), Some(300)),
+            // A short ttl: a running log still lives a minute and more, and
+            // a finished one is cut down to the ttl.
+            ((5, None, false), Some(90)),
+            ((5, Some(1), true), Some(5)),
+            ((0, Some(1), true), Some(0)),
+        ];
+        for ((ttl, since, done), expected) in cases {
+            assert_eq!(
+                expiry_due(secs(ttl), since.map(secs), done),
+                expected.map(secs),
+                "ttl {ttl}, since {since:?}, done {done}"
+            );
         }
     }
 }
