@@ -313,6 +313,47 @@ async fn a_follower_elsewhere_gets_the_tokens_as_they_come_not_in_bursts() {
 }
 
 #[tokio::test]
+async fn a_generation_costs_redis_a_few_commands_not_one_per_token() {
+    let redis = Redis::start();
+    let upstream = FakeUpstream::start().await;
+    let (reply, text) = numbered(100, Duration::from_millis(5));
+    upstream.push(reply);
+    let (_a, on_a) = replica("replica-a11", &redis, &upstream);
+    assert_eq!(redis.command(&["CONFIG", "RESETSTAT"]), "+OK\r\n");
+
+    let response = start_chat(&on_a).await;
+    let id = stream_id_of(&response);
+    let whole = Transcript::read(response).await;
+    let mirrored = Instant::now() + Duration::from_secs(5);
+    let top = loop {
+        let top = redis.command(&["XREVRANGE", &log_key(&id), "+", "-", "COUNT", "1"]);
+        if top.contains("$1\r\nd\r\n") {
+            break top;
+        }
+        assert!(Instant::now() < mirrored, "the log was not mirrored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stats = redis.command(&["INFO", "commandstats"]);
+
+    assert_eq!(whole.text_of("token"), text);
+    assert!(top.contains(r#""token":"w99 ""#), "{top}");
+    // `cmdstat_xadd:calls=3,...`: the count of each command Redis ran.
+    let calls = |command: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0)
+    };
+    let written = calls("xadd") + calls("pexpire");
+    assert!(
+        (2..=6).contains(&written),
+        "102 events cost {written} writes: {stats}"
+    );
+}
+
+#[tokio::test]
 async fn delete_on_one_replica_stops_the_upstream_of_another() {
     let redis = Redis::start();
     let upstream = FakeUpstream::start().await;
