@@ -56,6 +56,7 @@ impl Generation {
             number,
             next: from,
             state: Reading::Log,
+            listed: None,
         }
     }
 }
@@ -97,6 +98,9 @@ pub(crate) struct Follower {
     pub(super) number: u64,
     pub(super) next: u64,
     pub(super) state: Reading,
+    /// The wake round (`Log::wake_rounds`) in which this reader's waker
+    /// went into the log's list, and where in the list it went.
+    pub(super) listed: Option<(u64, usize)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,14 +155,38 @@ impl Stream for Follower {
             this.state = Reading::Ended;
             return Poll::Ready(Some(Entry::Done));
         }
+        // A reader finds its waker where it put it, and one woken by an
+        // append since is no longer listed: looking for itself in the list
+        // made every token cost, with many followers, a search through all
+        // of them for each one. Only a reader that left in the same round
+        // moves the others, and then they look.
         let number = this.number;
-        match log
-            .wakers
-            .iter_mut()
-            .find(|(waiting, _)| *waiting == number)
-        {
-            Some((_, waker)) => waker.clone_from(cx.waker()),
-            None => log.wakers.push((number, cx.waker().clone())),
+        let round = log.wake_rounds;
+        let at = match this.listed {
+            Some((listed, at)) if listed == round => {
+                if log
+                    .wakers
+                    .get(at)
+                    .is_some_and(|(waiting, _)| *waiting == number)
+                {
+                    Some(at)
+                } else {
+                    log.wakers
+                        .iter()
+                        .position(|(waiting, _)| *waiting == number)
+                }
+            }
+            _ => None,
+        };
+        match at.and_then(|at| Some((at, log.wakers.get_mut(at)?))) {
+            Some((at, (_, waker))) => {
+                waker.clone_from(cx.waker());
+                this.listed = Some((round, at));
+            }
+            None => {
+                this.listed = Some((round, log.wakers.len()));
+                log.wakers.push((number, cx.waker().clone()));
+            }
         }
         Poll::Pending
     }
@@ -268,5 +296,35 @@ mod tests {
             Pin::new(&mut follower).poll_next(&mut Context::from_waker(Waker::noop())),
             Poll::Ready(Some(Entry::Event { seq: 1, .. }))
         ));
+    }
+
+    #[test]
+    fn followers_woken_by_an_append_each_wait_again_once() {
+        let generation = quiet_generation();
+        let mut followers: Vec<Follower> = (0..50).map(|_| generation.follow(1)).collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        for seq in 1..4 {
+            for follower in &mut followers {
+                // Twice: the second finds its own waker instead of adding one.
+                for _ in 0..2 {
+                    assert!(Pin::new(&mut *follower).poll_next(&mut cx).is_pending());
+                }
+            }
+            assert_eq!(lock(&generation.log).wakers.len(), followers.len());
+            // One leaving moves the others in the list; they still find themselves.
+            drop(followers.remove(seq * 7));
+            for follower in &mut followers {
+                assert!(Pin::new(&mut *follower).poll_next(&mut cx).is_pending());
+            }
+            assert_eq!(lock(&generation.log).wakers.len(), followers.len());
+            generation.append(sample(seq));
+            assert!(lock(&generation.log).wakers.is_empty());
+            for follower in &mut followers {
+                let read = Pin::new(&mut *follower).poll_next(&mut cx);
+                assert!(
+                    matches!(read, Poll::Ready(Some(Entry::Event { seq: s, .. })) if s == seq as u64)
+                );
+            }
+        }
     }
 }

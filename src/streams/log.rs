@@ -32,10 +32,15 @@ pub(super) struct Log {
     /// by many short-lived clients would keep every one of their
     /// connections' tasks alive through it.
     pub(super) wakers: Vec<(u64, Waker)>,
+    /// How many times `wakers` was emptied to wake the readers in it: a
+    /// reader whose waker went in since then is listed still, and one whose
+    /// waker went in before is not, without a search through the list.
+    pub(super) wake_rounds: u64,
 }
 
 /// Wakes the followers waiting for `log` to grow, once it is unlocked.
 pub(super) fn wake_followers(mut log: MutexGuard<'_, Log>) {
+    log.wake_rounds += 1;
     // One follower is the usual case: popping its waker keeps the list's
     // memory, where taking the list would allocate a new one for every token.
     let (one, many) = if log.wakers.len() > 1 {
