@@ -25,6 +25,7 @@ pub(crate) mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +34,8 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -88,15 +89,13 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
     on_shutdown: impl FnOnce(),
 ) -> std::io::Result<()> {
-    let mut http1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let mut http1 = http1::Builder::new();
     http1
-        .http1()
         .timer(TokioTimer::new())
         .max_buf_size(head::HARD_MAX_HEAD_BYTES)
         .max_headers(head::HARD_MAX_HEADERS);
-    let mut http2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(head::HARD_MAX_HEADER_LIST_BYTES)
         .max_concurrent_streams(limits.http2_max_streams)
@@ -185,7 +184,7 @@ struct Connection {
     acceptor: Option<TlsAcceptor>,
     router: Router,
     limits: Limits,
-    builders: Arc<(auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>)>,
+    builders: Arc<(http1::Builder, http2::Builder<TokioExecutor>)>,
     stopping: CancellationToken,
     closing: CancellationToken,
 }
@@ -264,20 +263,6 @@ impl Connection {
             closing,
             ..
         } = self;
-        let (http1_builder, http2_builder) = &*builders;
-        let timed;
-        let builder = if is_http2 {
-            http2_builder
-        } else {
-            // The head's deadline counts from the connection, not from its
-            // first byte.
-            let mut builder = http1_builder.clone();
-            builder
-                .http1()
-                .header_read_timeout(deadline.saturating_duration_since(Instant::now()));
-            timed = builder;
-            &timed
-        };
         let activity = Activity::new();
         let service = {
             let activity = activity.clone();
@@ -296,22 +281,69 @@ impl Connection {
                 }
             })
         };
-        let connection = builder.serve_connection(
-            TokioIo::new(head::OwnRefusals::new(io)),
-            TowerToHyperService::new(service),
-        );
-        tokio::pin!(connection);
+        let io = TokioIo::new(head::OwnRefusals::new(io));
+        let service = TowerToHyperService::new(service);
         let idle = activity.idle(deadline, limits.request_timeout);
+        let ends = Ends {
+            idle,
+            stopping,
+            closing,
+        };
+        let (http1, http2) = &*builders;
+        if is_http2 {
+            // Rare (prior knowledge, or ALPN), and its state is larger: boxed,
+            // so that HTTP/1 connections do not carry its room.
+            let connection = http2.serve_connection(io, service);
+            return Box::pin(ends.drive(connection, http2::Connection::graceful_shutdown)).await;
+        }
+        // hyper's own HTTP/1 connection, not hyper-util's `auto` one: that
+        // holds room for HTTP/2 and wraps every read and write in another
+        // layer, in the task of every open stream (README, Performance).
+        let mut http1 = http1.clone();
+        // The head's deadline counts from the connection, not from its first
+        // byte.
+        http1.header_read_timeout(deadline.saturating_duration_since(Instant::now()));
+        let connection = http1.serve_connection(io, service);
+        ends.drive(connection, http1::Connection::graceful_shutdown)
+            .await
+    }
+}
+
+/// What ends a connection's service besides the connection itself.
+struct Ends<F> {
+    /// Resolves once the connection has had no request for a while.
+    idle: F,
+    stopping: CancellationToken,
+    closing: CancellationToken,
+}
+
+impl<F: Future<Output = ()>> Ends<F> {
+    /// Serves `connection` until it closes, goes idle, or shutdown ends it;
+    /// `graceful_shutdown` is its own.
+    async fn drive<C>(
+        self,
+        connection: C,
+        graceful_shutdown: fn(Pin<&mut C>),
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        C: Future<Output = Result<(), hyper::Error>>,
+    {
+        let Self {
+            idle,
+            stopping,
+            closing,
+        } = self;
+        tokio::pin!(connection);
         tokio::pin!(idle);
         let dropped_at = tokio::time::sleep(Duration::MAX);
         tokio::pin!(dropped_at);
         let mut winding_down = false;
         loop {
             tokio::select! {
-                result = connection.as_mut() => return result,
+                result = connection.as_mut() => return result.map_err(Into::into),
                 () = &mut idle, if !winding_down => {
                     winding_down = true;
-                    connection.as_mut().graceful_shutdown();
+                    graceful_shutdown(connection.as_mut());
                     // An HTTP/2 close waits for the client to acknowledge it;
                     // a client that never does is not waited for.
                     dropped_at.as_mut().reset(Instant::now() + IDLE_CLOSE_DRAIN);
@@ -319,7 +351,7 @@ impl Connection {
                 () = &mut dropped_at => return Ok(()),
                 () = stopping.cancelled(), if !winding_down => {
                     winding_down = true;
-                    connection.as_mut().graceful_shutdown();
+                    graceful_shutdown(connection.as_mut());
                 }
                 // Dropping the connection closes it, whatever it waits for.
                 () = closing.cancelled() => return Ok(()),
