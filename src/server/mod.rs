@@ -25,7 +25,7 @@ pub(crate) mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -284,17 +284,16 @@ impl Connection {
         let io = TokioIo::new(head::OwnRefusals::new(io));
         let service = TowerToHyperService::new(service);
         let idle = activity.idle(deadline, limits.request_timeout);
-        let ends = Ends {
-            idle,
-            stopping,
-            closing,
-        };
         let (http1, http2) = &*builders;
         if is_http2 {
             // Rare (prior knowledge, or ALPN), and its state is larger: boxed,
             // so that HTTP/1 connections do not carry its room.
             let connection = http2.serve_connection(io, service);
-            return Box::pin(ends.drive(connection, http2::Connection::graceful_shutdown)).await;
+            let shutdown = http2::Connection::graceful_shutdown;
+            return Box::pin(async move {
+                drive(pin!(connection), pin!(idle), &stopping, &closing, shutdown).await
+            })
+            .await;
         }
         // hyper's own HTTP/1 connection, not hyper-util's `auto` one: that
         // holds room for HTTP/2 and wraps every read and write in another
@@ -304,58 +303,46 @@ impl Connection {
         // byte.
         http1.header_read_timeout(deadline.saturating_duration_since(Instant::now()));
         let connection = http1.serve_connection(io, service);
-        ends.drive(connection, http1::Connection::graceful_shutdown)
-            .await
+        let shutdown = http1::Connection::graceful_shutdown;
+        drive(pin!(connection), pin!(idle), &stopping, &closing, shutdown).await
     }
 }
 
-/// What ends a connection's service besides the connection itself.
-struct Ends<F> {
-    /// Resolves once the connection has had no request for a while.
-    idle: F,
-    stopping: CancellationToken,
-    closing: CancellationToken,
-}
-
-impl<F: Future<Output = ()>> Ends<F> {
-    /// Serves `connection` until it closes, goes idle, or shutdown ends it;
-    /// `graceful_shutdown` is its own.
-    async fn drive<C>(
-        self,
-        connection: C,
-        graceful_shutdown: fn(Pin<&mut C>),
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-    where
-        C: Future<Output = Result<(), hyper::Error>>,
-    {
-        let Self {
-            idle,
-            stopping,
-            closing,
-        } = self;
-        tokio::pin!(connection);
-        tokio::pin!(idle);
-        let dropped_at = tokio::time::sleep(Duration::MAX);
-        tokio::pin!(dropped_at);
-        let mut winding_down = false;
-        loop {
-            tokio::select! {
-                result = connection.as_mut() => return result.map_err(Into::into),
-                () = &mut idle, if !winding_down => {
-                    winding_down = true;
-                    graceful_shutdown(connection.as_mut());
-                    // An HTTP/2 close waits for the client to acknowledge it;
-                    // a client that never does is not waited for.
-                    dropped_at.as_mut().reset(Instant::now() + IDLE_CLOSE_DRAIN);
-                }
-                () = &mut dropped_at => return Ok(()),
-                () = stopping.cancelled(), if !winding_down => {
-                    winding_down = true;
-                    graceful_shutdown(connection.as_mut());
-                }
-                // Dropping the connection closes it, whatever it waits for.
-                () = closing.cancelled() => return Ok(()),
+/// Serves `connection` until it closes, goes `idle`, or shutdown ends it;
+/// `graceful_shutdown` is its own. Both are pinned where the caller keeps
+/// them: taken by value, a future's arguments keep their own room in it
+/// beside the pinned copies.
+async fn drive<C, F>(
+    mut connection: Pin<&mut C>,
+    mut idle: Pin<&mut F>,
+    stopping: &CancellationToken,
+    closing: &CancellationToken,
+    graceful_shutdown: fn(Pin<&mut C>),
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+    F: Future<Output = ()>,
+{
+    let dropped_at = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(dropped_at);
+    let mut winding_down = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result.map_err(Into::into),
+            () = idle.as_mut(), if !winding_down => {
+                winding_down = true;
+                graceful_shutdown(connection.as_mut());
+                // An HTTP/2 close waits for the client to acknowledge it;
+                // a client that never does is not waited for.
+                dropped_at.as_mut().reset(Instant::now() + IDLE_CLOSE_DRAIN);
             }
+            () = &mut dropped_at => return Ok(()),
+            () = stopping.cancelled(), if !winding_down => {
+                winding_down = true;
+                graceful_shutdown(connection.as_mut());
+            }
+            // Dropping the connection closes it, whatever it waits for.
+            () = closing.cancelled() => return Ok(()),
         }
     }
 }
