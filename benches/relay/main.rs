@@ -716,8 +716,7 @@ async fn single(bench: &Bench) -> Result<Row, String> {
         &run,
         false,
         Targets {
-            added_p50_ms: Some(0.1),
-            added_p99_ms: Some(0.3),
+            ttft_vs_naive: true,
             ..Targets::default()
         },
     ))
@@ -741,8 +740,8 @@ async fn burst(bench: &Bench) -> Result<Row, String> {
         &run,
         false,
         Targets {
-            cpu_us: Some(2.0),
             min_ratio: Some(0.95),
+            cpu_vs_naive: Some(0.4),
             ..Targets::default()
         },
     ))
@@ -770,9 +769,8 @@ async fn paced(bench: &Bench) -> Result<Row, String> {
         &run,
         false,
         Targets {
-            added_p50_ms: Some(0.5),
-            added_p99_ms: Some(5.0),
-            cpu_us: Some(6.0),
+            ttft_vs_naive: true,
+            cpu_vs_naive: Some(0.8),
             ..Targets::default()
         },
     ))
@@ -797,8 +795,8 @@ async fn hold(bench: &Bench) -> Result<Row, String> {
         &run,
         true,
         Targets {
-            cpu_us: Some(8.0),
-            max_kib: Some(24.0),
+            cpu_vs_naive: Some(0.8),
+            memory_vs_naive: true,
             ..Targets::default()
         },
     ))

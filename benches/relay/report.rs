@@ -71,6 +71,12 @@ pub struct Targets {
     pub cpu_us: Option<f64>,
     pub min_ratio: Option<f64>,
     pub max_kib: Option<f64>,
+    /// At most this multiple of the naive relay's CPU per token.
+    pub cpu_vs_naive: Option<f64>,
+    /// No more added time to first token (p50 and p99) than the naive relay adds.
+    pub ttft_vs_naive: bool,
+    /// No more memory per open stream than the naive relay.
+    pub memory_vs_naive: bool,
 }
 
 /// One target and how the run did against it.
@@ -466,7 +472,59 @@ impl Row {
                 met: self.kib_per_stream.is_some_and(|v| v <= limit),
             });
         }
+        checks.extend(self.against_naive());
         self.checks = checks;
+    }
+
+    /// The targets set as multiples of what the naive relay does in the
+    /// same run.
+    fn against_naive(&self) -> Vec<Check> {
+        let t = self.targets;
+        let Some(naive) = self.references.iter().find(|r| r.name == "naive") else {
+            return Vec::new();
+        };
+        let mut checks = Vec::new();
+        if let Some(limit) = t.cpu_vs_naive {
+            let ratio = self.cpu_us.zip(naive.cpu_us).map(|(ours, its)| ours / its);
+            checks.push(Check {
+                what: "CPU per token ÷ the naive relay's".to_owned(),
+                target: format!("≤ {limit}×"),
+                measured: opt(ratio, 2, "×"),
+                met: ratio.is_some_and(|v| v <= limit),
+            });
+        }
+        if t.ttft_vs_naive {
+            let its = self
+                .ttft_direct
+                .zip(naive.ttft)
+                .map(|(direct, naive)| Ttft {
+                    p50: naive.p50 - direct.p50,
+                    p99: naive.p99 - direct.p99,
+                });
+            for (what, ours, its) in [
+                ("p50", self.added().map(|a| a.p50), its.map(|a| a.p50)),
+                ("p99", self.added().map(|a| a.p99), its.map(|a| a.p99)),
+            ] {
+                checks.push(Check {
+                    what: format!("added time to first token, {what}, beside the naive relay's"),
+                    target: its.map_or_else(|| "n/a".to_owned(), |v| format!("≤ {v:.3} ms")),
+                    measured: opt(ours, 3, " ms"),
+                    met: ours.zip(its).is_some_and(|(ours, its)| ours <= its),
+                });
+            }
+        }
+        if t.memory_vs_naive {
+            checks.push(Check {
+                what: "memory per open stream beside the naive relay's".to_owned(),
+                target: format!("≤ {}", opt(naive.kib_per_stream, 1, " KiB")),
+                measured: opt(self.kib_per_stream, 1, " KiB"),
+                met: self
+                    .kib_per_stream
+                    .zip(naive.kib_per_stream)
+                    .is_some_and(|(ours, its)| ours <= its),
+            });
+        }
+        checks
     }
 }
 
