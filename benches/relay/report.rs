@@ -856,9 +856,12 @@ impl Report {
                 for reference in &row.references {
                     cpu.push(Bar::reference(&group, reference.name, reference.cpu_us));
                 }
-                cpu.push(Bar::reference(&group, "bare", row.direct_load_cpu_us));
+                // Fan-out's direct load is one stream, not 500: nothing to set beside it.
+                if row.name != "fanout" {
+                    cpu.push(Bar::reference(&group, "bare", row.direct_load_cpu_us));
+                }
             }
-            if row.name != "parser-line" {
+            if row.name != "parser-line" && row.name != "fanout" {
                 ratio.push(Bar::new(
                     &group,
                     "",
