@@ -207,6 +207,15 @@ pub(crate) async fn read_tokens(response: &mut reqwest::Response, tokens: usize)
     text[..text.rfind("\n\n").map_or(0, |end| end + 2)].to_owned()
 }
 
+/// Follows `stream_id` on `base` from its start, in the background.
+pub(crate) fn follow_from_the_start(
+    base: &str,
+    stream_id: &str,
+) -> tokio::task::JoinHandle<Transcript> {
+    let (base, stream_id) = (base.to_owned(), stream_id.to_owned());
+    tokio::spawn(async move { follow(&base, &stream_id, None).await })
+}
+
 pub(crate) async fn follow(base: &str, stream_id: &str, last_event_id: Option<&str>) -> Transcript {
     let mut request = http_client().get(format!("{base}/api/chat/{stream_id}/events"));
     if let Some(last) = last_event_id {
@@ -324,15 +333,7 @@ async fn a_generation_costs_redis_a_few_commands_not_one_per_token() {
     let response = start_chat(&on_a).await;
     let id = stream_id_of(&response);
     let whole = Transcript::read(response).await;
-    let mirrored = Instant::now() + Duration::from_secs(5);
-    let top = loop {
-        let top = redis.command(&["XREVRANGE", &log_key(&id), "+", "-", "COUNT", "1"]);
-        if top.contains("$1\r\nd\r\n") {
-            break top;
-        }
-        assert!(Instant::now() < mirrored, "the log was not mirrored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let top = finished_log(&redis, &id).await;
     let stats = redis.command(&["INFO", "commandstats"]);
 
     assert_eq!(whole.text_of("token"), text);
@@ -400,11 +401,7 @@ async fn followers_elsewhere_get_an_error_when_the_running_replica_dies() {
     let mut running = start_chat(&on_a).await;
     let id = stream_id_of(&running);
     read_tokens(&mut running, 2).await;
-    let follower = tokio::spawn({
-        let on_b = on_b.clone();
-        let id = id.clone();
-        async move { follow(&on_b, &id, None).await }
-    });
+    let follower = follow_from_the_start(&on_b, &id);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     a.kill();
@@ -574,11 +571,7 @@ async fn a_frozen_redis_ends_remote_followers_within_seconds() {
     let running = start_chat(&on_a).await;
     let id = stream_id_of(&running);
     let local = tokio::spawn(Transcript::read(running));
-    let follower = tokio::spawn({
-        let on_b = on_b.clone();
-        let id = id.clone();
-        async move { follow(&on_b, &id, None).await }
-    });
+    let follower = follow_from_the_start(&on_b, &id);
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     let frozen = redis.freeze();
@@ -619,15 +612,7 @@ async fn remote_followers_never_see_a_clean_end_with_events_missing() {
     let whole = Transcript::read(response).await;
     assert_eq!(whole.text_of("token"), text);
     let log = log_key(&id);
-    let mirrored = Instant::now() + Duration::from_secs(5);
-    // The last entry of a finished log carries the field `d`.
-    while !redis
-        .command(&["XREVRANGE", &log, "+", "-", "COUNT", "1"])
-        .contains("$1\r\nd\r\n")
-    {
-        assert!(Instant::now() < mirrored, "the log was not mirrored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    finished_log(&redis, &id).await;
     // start, 10 tokens, finish: the last event is number 11.
     // It had every event already: 204 stops an `EventSource` reconnecting.
     let at_end = follow(&on_b, &id, Some(&format!("{id}:11"))).await;
@@ -677,15 +662,7 @@ async fn a_remote_follower_whose_log_lost_its_end_is_told_so() {
     let whole = Transcript::read(response).await;
     assert_eq!(whole.text_of("token"), text);
     let log = log_key(&id);
-    let mirrored = Instant::now() + Duration::from_secs(5);
-    let last = loop {
-        let top = redis.command(&["XREVRANGE", &log, "+", "-", "COUNT", "1"]);
-        if top.contains("$1\r\nd\r\n") {
-            break top;
-        }
-        assert!(Instant::now() < mirrored, "the log was not mirrored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let last = finished_log(&redis, &id).await;
     // The reply's first bulk string is the last entry's id.
     let last_entry = last
         .split("\r\n")
@@ -711,6 +688,21 @@ async fn a_remote_follower_whose_log_lost_its_end_is_told_so() {
     );
 }
 
+/// The last entry of stream `id`'s log in Redis, as `XREVRANGE` answers,
+/// once the mirror has written it: the last entry of a finished log
+/// carries the field `d`.
+async fn finished_log(redis: &Redis, id: &str) -> String {
+    let mirrored = Instant::now() + Duration::from_secs(5);
+    loop {
+        let top = redis.command(&["XREVRANGE", &log_key(id), "+", "-", "COUNT", "1"]);
+        if top.contains("$1\r\nd\r\n") {
+            return top;
+        }
+        assert!(Instant::now() < mirrored, "the log was not mirrored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Where tokenrelay keeps stream `id`'s events in Redis.
 pub(crate) fn log_key(id: &str) -> String {
     format!("tokenrelay:{{{id}}}:log")
@@ -732,11 +724,7 @@ async fn a_remote_follower_ends_with_shutting_down_when_its_replica_stops() {
     let mut running = start_chat(&on_a).await;
     let id = stream_id_of(&running);
     read_tokens(&mut running, 2).await;
-    let follower = tokio::spawn({
-        let on_b = on_b.clone();
-        let id = id.clone();
-        async move { follow(&on_b, &id, None).await }
-    });
+    let follower = follow_from_the_start(&on_b, &id);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let exited = tokio::task::spawn_blocking(move || b.terminate())

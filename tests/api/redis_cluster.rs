@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::scratch_dir;
+use crate::cli::{Server, scratch_dir};
 use crate::cluster::{
-    assert_cut_off, follow, last_id, log_key, numbered, read_tokens, redis_server_with, replica_of,
-    resume_when_known, start_chat, tokens_in,
+    assert_cut_off, follow_from_the_start, last_id, log_key, numbered, read_tokens,
+    redis_server_with, replica_of, resume_when_known, start_chat, tokens_in,
 };
 use crate::fake_upstream::FakeUpstream;
 use crate::helpers::{Transcript, stream_id_of};
@@ -62,6 +62,12 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         cluster
+    }
+
+    /// Two tokenrelay processes sharing this cluster, named by every node.
+    fn replicas(&self, names: [&str; 2], upstream: &FakeUpstream) -> [(Server, String); 2] {
+        let urls = self.urls().join(",");
+        names.map(|name| replica_of(name, upstream, &[("REDIS_CLUSTER_URLS", urls.as_str())]))
     }
 
     fn urls(&self) -> Vec<String> {
@@ -208,14 +214,13 @@ async fn a_stream_resumes_on_another_replica_through_a_redis_cluster() {
 
 #[tokio::test]
 async fn a_node_failing_over_mid_stream_never_leaves_a_follower_a_silent_gap() {
-    let mut cluster = RedisCluster::start("redis-cluster-2");
-    let upstream = FakeUpstream::start().await;
+    let (mut cluster, upstream) = (
+        RedisCluster::start("redis-cluster-2"),
+        FakeUpstream::start().await,
+    );
     let (reply, text) = numbered(120, Duration::from_millis(50));
     upstream.push(reply);
-    let urls = cluster.urls().join(",");
-    let settings = [("REDIS_CLUSTER_URLS", urls.as_str())];
-    let (_a, on_a) = replica_of("cluster-a2", &upstream, &settings);
-    let (_b, on_b) = replica_of("cluster-b2", &upstream, &settings);
+    let [(_a, on_a), (_b, on_b)] = cluster.replicas(["cluster-a2", "cluster-b2"], &upstream);
     let mut running = start_chat(&on_a).await;
     let id = stream_id_of(&running);
     let opening = read_tokens(&mut running, 3).await;
@@ -267,22 +272,17 @@ async fn a_node_failing_over_mid_stream_never_leaves_a_follower_a_silent_gap() {
 
 #[tokio::test]
 async fn a_follower_whose_log_node_is_gone_for_good_ends_with_a_clear_error() {
-    let mut cluster = RedisCluster::start("redis-cluster-3");
-    let upstream = FakeUpstream::start().await;
+    let (mut cluster, upstream) = (
+        RedisCluster::start("redis-cluster-3"),
+        FakeUpstream::start().await,
+    );
     let (reply, text) = numbered(200, Duration::from_millis(30));
     upstream.push(reply);
-    let urls = cluster.urls().join(",");
-    let settings = [("REDIS_CLUSTER_URLS", urls.as_str())];
-    let (_a, on_a) = replica_of("cluster-a3", &upstream, &settings);
-    let (_b, on_b) = replica_of("cluster-b3", &upstream, &settings);
+    let [(_a, on_a), (_b, on_b)] = cluster.replicas(["cluster-a3", "cluster-b3"], &upstream);
     let mut running = start_chat(&on_a).await;
     let id = stream_id_of(&running);
     read_tokens(&mut running, 2).await;
-    let follower = tokio::spawn({
-        let on_b = on_b.clone();
-        let id = id.clone();
-        async move { follow(&on_b, &id, None).await }
-    });
+    let follower = follow_from_the_start(&on_b, &id);
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     // The master and its replica both: that shard has no one left.
