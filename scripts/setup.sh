@@ -30,9 +30,11 @@ need_debian_package() {
 # They drive Debian's /usr/bin/chromium headless; nothing downloads a browser.
 need_debian_package chromium chromium
 
-# --- Redis, for the replica tests (tests/api/cluster.rs) ---
-# The tests start their own redis-server on a free loopback port.
+# --- Redis, for the replica tests (tests/api/cluster.rs, redis_cluster.rs) ---
+# The tests start their own redis-server on a free loopback port, and
+# redis-cli joins six of them into a cluster.
 need_debian_package redis-server redis-server
+need_debian_package redis-cli redis-tools
 
 # --- nginx, for the reverse-proxy test (tests/api/nginx.rs) ---
 # The test runs /usr/sbin/nginx in the foreground on a free loopback port.
