@@ -220,16 +220,17 @@ impl Cluster {
 
     /// The last entry of `keys`' log, when the log is `caller`'s.
     async fn top(&self, keys: &Keys, caller: Caller) -> Result<Option<Stored>, Error> {
-        let mut top = redis::pipe();
-        top.xrevrange_count(&keys.log, "+", "-", 1);
-        let (top,): (StreamRangeReply,) = self
-            .link
-            .query(&top, COMMAND_TIMEOUT)
-            .await
-            .map_err(unavailable)?;
-        let top = top.ids.first().and_then(Stored::read);
+        let top = self.last_entry(keys).await.map_err(unavailable)?;
         let tag = owner_tag(caller);
         Ok(top.filter(|top| top.owner.as_deref() == Some(tag.as_str())))
+    }
+
+    /// The last entry of `keys`' log, if there is a readable one.
+    async fn last_entry(&self, keys: &Keys) -> Result<Option<Stored>, RedisFailure> {
+        let mut top = redis::pipe();
+        top.xrevrange_count(&keys.log, "+", "-", 1);
+        let (top,): (StreamRangeReply,) = self.link.query(&top, COMMAND_TIMEOUT).await?;
+        Ok(top.ids.first().and_then(Stored::read))
     }
 
     /// Asks every replica to stop `id`; false when no replica knows it for `caller`.

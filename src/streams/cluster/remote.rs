@@ -5,7 +5,7 @@
 //! (README, "Several replicas").
 
 use redis::AsyncCommands;
-use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
+use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -200,10 +200,7 @@ impl Remote {
         if self.heard.elapsed() < LEASE || in_grace {
             return Ok(Round::Continue);
         }
-        let mut top = redis::pipe();
-        top.xrevrange_count(&self.keys.log, "+", "-", 1);
-        let (top,): (StreamRangeReply,) = self.cluster.link.query(&top, COMMAND_TIMEOUT).await?;
-        let top = top.ids.first().and_then(Stored::read);
+        let top = self.cluster.last_entry(&self.keys).await?;
         if top.as_ref().is_some_and(|top| top.place > self.after) {
             // Written after our read: read it.
             return Ok(Round::Continue);
