@@ -45,6 +45,7 @@ mod server;
 mod state;
 mod streams;
 mod surfaces;
+mod woken;
 
 use std::future::Future;
 

@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::error::Error;
+use crate::woken::WhenWoken;
 use activity::Activity;
 
 /// How long after the streams' grace at shutdown connections may still
@@ -323,28 +324,53 @@ where
     C: Future<Output = Result<(), hyper::Error>>,
     F: Future<Output = ()>,
 {
-    let dropped_at = tokio::time::sleep(Duration::MAX);
-    tokio::pin!(dropped_at);
-    let mut winding_down = false;
-    loop {
+    // Polled only when one of them fired, not every time a token wakes
+    // the connection (README, Performance).
+    let ending = WhenWoken::new(async {
         tokio::select! {
-            result = connection.as_mut() => return result.map_err(Into::into),
-            () = idle.as_mut(), if !winding_down => {
-                winding_down = true;
-                graceful_shutdown(connection.as_mut());
-                // An HTTP/2 close waits for the client to acknowledge it;
-                // a client that never does is not waited for.
-                dropped_at.as_mut().reset(Instant::now() + IDLE_CLOSE_DRAIN);
-            }
-            () = &mut dropped_at => return Ok(()),
-            () = stopping.cancelled(), if !winding_down => {
-                winding_down = true;
-                graceful_shutdown(connection.as_mut());
-            }
+            biased;
             // Dropping the connection closes it, whatever it waits for.
-            () = closing.cancelled() => return Ok(()),
+            () = closing.cancelled() => Ending::Now,
+            () = idle.as_mut() => Ending::Idle,
+            () = stopping.cancelled() => Ending::Stopping,
         }
+    });
+    tokio::pin!(ending);
+    let ending = tokio::select! {
+        biased;
+        result = connection.as_mut() => return result.map_err(Into::into),
+        ending = &mut ending => ending,
+    };
+    let drain = match ending {
+        Ending::Now => return Ok(()),
+        // An HTTP/2 close waits for the client to acknowledge it; a client
+        // that never does is not waited for.
+        Ending::Idle => Some(Instant::now() + IDLE_CLOSE_DRAIN),
+        // Open streams may finish within the shutdown grace.
+        Ending::Stopping => None,
+    };
+    graceful_shutdown(connection.as_mut());
+    let drained = async {
+        match drain {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = connection.as_mut() => result.map_err(Into::into),
+        () = drained => Ok(()),
+        () = closing.cancelled() => Ok(()),
     }
+}
+
+/// Why a connection stops being served as usual.
+enum Ending {
+    /// Shutdown's grace is over.
+    Now,
+    /// No request for `REQUEST_TIMEOUT_SECS`.
+    Idle,
+    /// Shutdown began: no new requests, open ones finish.
+    Stopping,
 }
 
 /// Whether `tcp` opens with the HTTP/2 connection preface; waits only as

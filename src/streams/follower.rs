@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use futures_util::Stream;
 
-use super::generation::Generation;
+use super::generation::{Generation, Turn};
 use crate::event::{ErrorCode, StreamEvent};
 use crate::lock::lock;
 
@@ -39,17 +39,16 @@ impl Generation {
     }
 
     fn reader(self: &Arc<Self>, from: u64, listening: bool) -> Follower {
-        let number = {
-            let mut log = lock(&self.log);
-            let number = log.next_follower;
-            log.next_follower += 1;
-            if listening {
-                log.positions.insert(number, from);
-            }
-            number
-        };
+        let mut log = lock(&self.log);
+        let number = log.next_follower;
+        log.next_follower += 1;
         if listening {
+            log.positions.insert(number, from);
+            // A second client must not wait on the first one's reading.
+            self.hand_back(log);
             self.listeners_changed.notify_waiters();
+        } else {
+            drop(log);
         }
         Follower {
             generation: Arc::clone(self),
@@ -124,37 +123,52 @@ impl Stream for Follower {
             Reading::Ended => return Poll::Ready(None),
         }
         let this = &mut *self;
-        let mut log = lock(&this.generation.log);
-        if this.next < log.first_seq {
-            let first_kept = log.first_seq;
-            drop(log);
-            this.state = Reading::DoneNext;
-            return Poll::Ready(Some(Entry::Gap { first_kept }));
-        }
-        let index = (this.next - log.first_seq) as usize;
-        if let Some(event) = log.records.get(index) {
-            if let Some((seq, at)) = log.first_token {
-                if seq == this.next && !log.first_token_relayed {
-                    log.first_token_relayed = true;
-                    this.generation.registry.metrics.proxy_ttft(at.elapsed());
+        let mut declined = false;
+        let mut log = loop {
+            let mut log = lock(&this.generation.log);
+            if this.next < log.first_seq {
+                let first_kept = log.first_seq;
+                drop(log);
+                this.state = Reading::DoneNext;
+                return Poll::Ready(Some(Entry::Gap { first_kept }));
+            }
+            let index = (this.next - log.first_seq) as usize;
+            if let Some(event) = log.records.get(index) {
+                if let Some((seq, at)) = log.first_token {
+                    if seq == this.next && !log.first_token_relayed {
+                        log.first_token_relayed = true;
+                        this.generation.registry.metrics.proxy_ttft(at.elapsed());
+                    }
                 }
+                let entry = Entry::Event {
+                    seq: this.next,
+                    event,
+                };
+                this.next += 1;
+                let next = this.next;
+                if let Some(position) = log.positions.get_mut(&this.number) {
+                    *position = next;
+                }
+                return Poll::Ready(Some(entry));
             }
-            let entry = Entry::Event {
-                seq: this.next,
-                event,
-            };
-            this.next += 1;
-            let next = this.next;
-            if let Some(position) = log.positions.get_mut(&this.number) {
-                *position = next;
+            if log.finished {
+                drop(log);
+                this.state = Reading::Ended;
+                return Poll::Ready(Some(Entry::Done));
             }
-            return Poll::Ready(Some(entry));
-        }
-        if log.finished {
+            // Nothing new: read the upstream, if it is ours to read.
+            if declined || !this.generation.may_drive(&mut log, this.number, cx.waker()) {
+                break log;
+            }
             drop(log);
-            this.state = Reading::Ended;
-            return Poll::Ready(Some(Entry::Done));
-        }
+            match this.generation.take_turn(this.number, cx) {
+                Turn::Read => {}
+                Turn::Waiting => return Poll::Pending,
+                // Looked at again before waiting: the task may have
+                // appended while the log was unlocked.
+                Turn::NotMine => declined = true,
+            }
+        };
         // A reader finds its waker where it put it, and one woken by an
         // append since is no longer listed: looking for itself in the list
         // made every token cost, with many followers, a search through all
@@ -197,8 +211,21 @@ impl Drop for Follower {
         let mut log = lock(&self.generation.log);
         let number = self.number;
         log.wakers.retain(|(waiting, _)| *waiting != number);
-        if log.positions.remove(&self.number).is_some() && log.positions.is_empty() {
-            drop(log);
+        let drove = log
+            .driver
+            .as_ref()
+            .is_some_and(|driver| driver.number == number);
+        if drove {
+            log.driver = None;
+        }
+        let last = log.positions.remove(&number).is_some() && log.positions.is_empty();
+        drop(log);
+        if drove {
+            // The upstream goes back to the task, which carries on for the
+            // grace period or for the other followers.
+            self.generation.task.wake();
+        }
+        if last {
             self.generation.listeners_changed.notify_waiters();
         }
     }
@@ -215,8 +242,11 @@ mod tests {
     use tokio::time::Instant;
     use tokio_util::sync::CancellationToken;
 
+    use futures_util::task::AtomicWaker;
+
     use super::*;
     use crate::config::ResumeConfig;
+    use crate::streams::generation::Pump;
     use crate::streams::records::tests::sample;
     use crate::streams::{Caller, Generations, StreamId};
 
@@ -238,6 +268,8 @@ mod tests {
             created: Instant::now(),
             registry: Arc::clone(&streams.registry),
             log: Mutex::default(),
+            pump: Mutex::new(Pump::new(None)),
+            task: AtomicWaker::new(),
             listeners_changed: Notify::new(),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),

@@ -36,6 +36,20 @@ pub(super) struct Log {
     /// reader whose waker went in since then is listed still, and one whose
     /// waker went in before is not, without a search through the list.
     pub(super) wake_rounds: u64,
+    /// The follower reading the upstream in its own task, if one does (see
+    /// `generation`).
+    pub(super) driver: Option<Driver>,
+}
+
+/// A follower that reads its generation's upstream itself.
+#[derive(Debug)]
+pub(super) struct Driver {
+    pub(super) number: u64,
+    /// Wakes it to wait on the log instead, once the upstream is handed back.
+    pub(super) waker: Waker,
+    /// How many times it has come for the next event: a count that stands
+    /// still tells the generation's task that its client stopped reading.
+    pub(super) turns: u64,
 }
 
 /// Wakes the followers waiting for `log` to grow, once it is unlocked.

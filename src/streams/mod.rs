@@ -1,7 +1,8 @@
 //! Generations and their event logs: what lets a stream outlive the client
 //! that started it (`docs/PROTOCOL.md` §6).
 //!
-//! A generation is one upstream request driven by one task. Its events go
+//! A generation is one upstream request, read by its own task or, while
+//! one client alone follows it, by that client's task. Its events go
 //! into a numbered, byte-bounded log; clients are [`Follower`]s that read the
 //! log from any position and wait for more. The upstream request belongs to
 //! the generation, not to a client, and is dropped only when it is stopped
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +44,7 @@ pub(crate) use self::chats::{Chat, ChatRecord};
 pub(crate) use self::cluster::{Cluster, Elsewhere};
 pub(crate) use self::follower::{Entry, Follower, Position};
 pub(crate) use self::generation::Generation;
+use self::generation::Pump;
 use self::log::Log;
 pub(crate) use self::owner::{Caller, KeyId, Owner};
 
@@ -215,9 +218,9 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    /// Registers the generation, spawns the task that drives `upstream`, and
-    /// returns the first follower, already attached so the grace period
-    /// cannot start before the client reads.
+    /// Registers the generation, spawns its task (see `generation` for who
+    /// reads `source`), and returns the first follower, already attached so
+    /// the grace period cannot start before the client reads.
     /// `upstream` names the configured upstream that answers, when there
     /// are several; `model` is the model as that upstream knows it.
     pub(crate) fn start(
@@ -247,6 +250,8 @@ impl Ticket {
             created: Instant::now(),
             registry: Arc::clone(&registry),
             log: Mutex::new(Log::default()),
+            pump: Mutex::new(Pump::new(Some(source))),
+            task: AtomicWaker::new(),
             listeners_changed: Notify::new(),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
@@ -263,7 +268,7 @@ impl Ticket {
         if let Some(mirror) = &registry.mirror {
             mirror.mirror(Arc::clone(&generation), owner);
         }
-        tokio::spawn(Arc::clone(&generation).run(source));
+        tokio::spawn(Arc::clone(&generation).run());
         Ok((id, follower))
     }
 }
