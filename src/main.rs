@@ -3,9 +3,6 @@
 
 use std::process::ExitCode;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use tokenrelay::config::{DotEnv, check_name};
 use tokenrelay::{AppState, Config, serve, telemetry};
 
