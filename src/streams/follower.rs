@@ -211,10 +211,7 @@ impl Drop for Follower {
         let mut log = lock(&self.generation.log);
         let number = self.number;
         log.wakers.retain(|(waiting, _)| *waiting != number);
-        let drove = log
-            .driver
-            .as_ref()
-            .is_some_and(|driver| driver.number == number);
+        let drove = log.driven_by(number);
         if drove {
             log.driver = None;
         }
@@ -236,29 +233,20 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Wake, Waker};
-    use std::time::Duration;
 
+    use futures_util::task::AtomicWaker;
     use tokio::sync::Notify;
     use tokio::time::Instant;
     use tokio_util::sync::CancellationToken;
 
-    use futures_util::task::AtomicWaker;
-
     use super::*;
-    use crate::config::ResumeConfig;
     use crate::streams::generation::Pump;
     use crate::streams::records::tests::sample;
-    use crate::streams::{Caller, Generations, StreamId};
+    use crate::streams::{Caller, StreamId};
 
     /// A generation with no upstream behind it, as `Ticket::start` builds one.
     fn quiet_generation() -> Arc<Generation> {
-        let config = ResumeConfig {
-            grace: Duration::from_secs(5),
-            ttl: Duration::from_secs(5),
-            max_stream_bytes: 1 << 20,
-            max_total_bytes: 1 << 24,
-        };
-        let streams = Generations::new(config, None, Arc::default(), None);
+        let streams = crate::streams::tests::generations();
         let generation = Arc::new(Generation {
             id: StreamId([7; 16]),
             owner: Caller::OPEN,

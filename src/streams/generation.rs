@@ -12,7 +12,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ pub(crate) struct Generation {
     /// The generation's task, woken when it must read the upstream again
     /// or a follower has ended the generation.
     pub(super) task: AtomicWaker,
-    /// Wakes the driver when the last listener leaves or one comes back.
+    /// Wakes the task when the last listener leaves or one comes back.
     pub(super) listeners_changed: Notify,
     /// `DELETE`: stop now.
     pub(super) stop: CancellationToken,
@@ -236,10 +236,7 @@ impl Generation {
         let mut pump = lock(&self.pump);
         // Handed back since: the task reads now, and a read here would take
         // the upstream's wake-ups away from it.
-        let mine = lock(&self.log)
-            .driver
-            .as_ref()
-            .is_some_and(|driver| driver.number == number);
+        let mine = lock(&self.log).driven_by(number);
         if !mine || pump.source.is_none() {
             return Turn::NotMine;
         }
@@ -252,7 +249,7 @@ impl Generation {
     /// The upstream goes back to the task: someone else follows now, the
     /// one that read it left, or the generation is ending. The follower that
     /// read it is woken to wait on the log instead.
-    pub(super) fn hand_back(&self, mut log: std::sync::MutexGuard<'_, Log>) {
+    pub(super) fn hand_back(&self, mut log: MutexGuard<'_, Log>) {
         let Some(driver) = log.driver.take() else {
             return;
         };
@@ -497,8 +494,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::config::ResumeConfig;
-    use crate::streams::{Entry, Follower, Generations};
+    use crate::streams::{Entry, Follower};
 
     /// An upstream that yields whatever the test sends, one event a batch.
     struct Channel {
@@ -541,13 +537,7 @@ mod tests {
 
     /// A generation over a `Channel`, its first follower, and its sender.
     fn started() -> (Follower, mpsc::UnboundedSender<StreamEvent>) {
-        let config = ResumeConfig {
-            grace: Duration::from_secs(30),
-            ttl: Duration::from_secs(30),
-            max_stream_bytes: 1 << 20,
-            max_total_bytes: 1 << 24,
-        };
-        let generations = Generations::new(config, None, Arc::default(), None);
+        let generations = crate::streams::tests::generations();
         let (send, events) = mpsc::unbounded_channel();
         let source = Channel {
             events,

@@ -52,6 +52,15 @@ pub(super) struct Driver {
     pub(super) turns: u64,
 }
 
+impl Log {
+    /// Whether follower `number` reads the upstream itself.
+    pub(super) fn driven_by(&self, number: u64) -> bool {
+        self.driver
+            .as_ref()
+            .is_some_and(|driver| driver.number == number)
+    }
+}
+
 /// Wakes the followers waiting for `log` to grow, once it is unlocked.
 pub(super) fn wake_followers(mut log: MutexGuard<'_, Log>) {
     log.wake_rounds += 1;

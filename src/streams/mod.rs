@@ -284,8 +284,22 @@ impl Drop for Running {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// A process's generations as the unit tests want them: no stream
+    /// limit, no mirror, a generous grace and TTL.
+    pub(crate) fn generations() -> Generations {
+        let config = ResumeConfig {
+            grace: Duration::from_secs(30),
+            ttl: Duration::from_secs(30),
+            max_stream_bytes: 1 << 20,
+            max_total_bytes: 1 << 24,
+        };
+        Generations::new(config, None, Arc::default(), None)
+    }
 
     #[test]
     fn stream_ids_round_trip_and_are_random() {
