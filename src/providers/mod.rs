@@ -25,7 +25,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use bytes::Bytes;
@@ -186,6 +186,10 @@ impl Provider {
     }
 }
 
+/// The most upstream events read into one batch, so that a fast upstream
+/// still lets its followers see a batch before the next is read.
+const MAX_EVENTS_PER_BATCH: usize = 64;
+
 /// An upstream's events as our event batches.
 struct Translated {
     events: UpstreamEvents,
@@ -204,10 +208,34 @@ impl Source for Translated {
         if this.translator.is_done() {
             return Poll::Ready(None);
         }
-        match ready!(Pin::new(&mut this.events).poll_next(cx)) {
-            Some(Ok(event)) => this.translator.push(&event.event, &event.data, out),
-            Some(Err(failure)) => out.push(failure.into()),
-            None => this.translator.end(out),
+        // Everything the upstream has already sent goes into one batch (one
+        // append under the log's lock, one wake of the followers): in a
+        // burst, taking one event per batch cost more than reading it.
+        let mut read = 0;
+        // A terminal event ends the batch: the generation ends on it.
+        while read < MAX_EVENTS_PER_BATCH
+            && !this.translator.is_done()
+            && !out.last().is_some_and(StreamEvent::is_terminal)
+        {
+            let polled = Pin::new(&mut this.events).poll_next(cx);
+            let Poll::Ready(next) = polled else {
+                if read == 0 {
+                    return Poll::Pending;
+                }
+                break;
+            };
+            read += 1;
+            match next {
+                Some(Ok(event)) => this.translator.push(&event.event, &event.data, out),
+                Some(Err(failure)) => {
+                    out.push(failure.into());
+                    break;
+                }
+                None => {
+                    this.translator.end(out);
+                    break;
+                }
+            }
         }
         this.events.scrub(out);
         Poll::Ready(Some(()))

@@ -12,6 +12,8 @@
 //! base64, or only a long enough run of its characters (an upstream that
 //! shows the first forty characters of a key has still leaked them).
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 
@@ -23,13 +25,13 @@ const MASK: &str = "***";
 
 /// Masks our keys in upstream text: the upstream's API key, and the values
 /// of its configured headers that carry credentials.
+/// Every upstream stream carries one, so the keys are shared, not copied.
 #[derive(Clone, Default)]
 pub(crate) struct Redactor {
-    secrets: Vec<Key>,
+    secrets: Arc<[Key]>,
 }
 
 /// One secret, in the forms it is looked for in.
-#[derive(Clone)]
 struct Key {
     key: Vec<char>,
     /// The key's base64 forms, at each of the three alignments it can

@@ -8,12 +8,18 @@ use crate::event::StreamEvent;
 /// The events of one log, kept compactly: a long answer is thousands of
 /// text deltas of a few bytes each, held for the resume TTL. Held as typed
 /// events (an `Arc` of 88 bytes, plus an allocation for the text) they cost
-/// about 150 bytes of memory apiece; here a text delta costs 24 bytes plus
-/// its text, stored back to back with the others. Followers get each event
-/// rebuilt, which costs what sharing a typed one saved.
+/// about 150 bytes of memory apiece; here a text delta costs a 12-byte
+/// record plus its text, stored back to back with the others, and every
+/// other event is kept whole beside them. Followers get each event rebuilt,
+/// which costs what sharing a typed one saved.
 #[derive(Debug, Default)]
 pub(super) struct Records {
     kept: VecDeque<Record>,
+    /// The events that are not text deltas, in order.
+    others: VecDeque<StreamEvent>,
+    /// How many of those were ever dropped from the front, wrapping: an
+    /// `OTHER` record's `at` counts from there.
+    others_start: u32,
     /// The text of the text deltas kept, back to back.
     text: String,
     /// Where `text` begins in all the text this log was ever given: trimmed
@@ -21,23 +27,39 @@ pub(super) struct Records {
     text_start: u64,
 }
 
-#[derive(Debug)]
-enum Record {
-    /// A `token` or `reasoning` event, its text `len` bytes at `start`.
-    Text {
-        kind: TextKind,
-        choice: Option<u32>,
-        start: u64,
-        len: u32,
-    },
-    Event(Box<StreamEvent>),
+/// One kept event. Offsets wrap at 32 bits, which is sound while the text
+/// kept spans less than that; `push` keeps a delta that would break this
+/// whole instead.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    /// The kind in the top two bits, the text's length in the rest.
+    kind_len: u32,
+    /// The choice plus one; zero for none.
+    choice: u32,
+    /// A text delta's offset in all the text, or an `OTHER` event's place
+    /// among all the others.
+    at: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum TextKind {
-    Token,
-    Refusal,
-    Reasoning,
+const KIND_SHIFT: u32 = 30;
+const LEN_MASK: u32 = (1 << KIND_SHIFT) - 1;
+const TOKEN: u32 = 0;
+const REFUSAL: u32 = 1;
+const REASONING: u32 = 2;
+const OTHER: u32 = 3;
+
+impl Record {
+    fn kind(self) -> u32 {
+        self.kind_len >> KIND_SHIFT
+    }
+
+    fn len(self) -> usize {
+        (self.kind_len & LEN_MASK) as usize
+    }
+
+    fn choice(self) -> Option<u32> {
+        self.choice.checked_sub(1)
+    }
 }
 
 impl Records {
@@ -53,94 +75,103 @@ impl Records {
                 token,
                 refusal,
                 choice,
-            } => (
-                if refusal {
-                    TextKind::Refusal
-                } else {
-                    TextKind::Token
-                },
-                token,
-                choice,
-            ),
-            StreamEvent::Reasoning { token, choice } => (TextKind::Reasoning, token, choice),
+            } => (if refusal { REFUSAL } else { TOKEN }, token, choice),
+            StreamEvent::Reasoning { token, choice } => (REASONING, token, choice),
             event => {
-                self.kept.push_back(Record::Event(Box::new(event)));
+                self.push_other(event);
                 return size;
             }
         };
-        let Ok(len) = u32::try_from(token.len()) else {
-            let event = rebuild(kind, token, choice);
-            self.kept.push_back(Record::Event(Box::new(event)));
+        let len = u32::try_from(token.len())
+            .ok()
+            .filter(|len| *len <= LEN_MASK);
+        let choice_word = match choice {
+            None => Some(0),
+            Some(choice) => choice.checked_add(1),
+        };
+        let fits = self.text.len() + token.len() <= u32::MAX as usize;
+        let (Some(len), Some(choice_word), true) = (len, choice_word, fits) else {
+            self.push_other(rebuild(kind, token, choice));
             return size;
         };
-        let start = self.text_start + self.text.len() as u64;
+        // Truncated on purpose: offsets wrap (see `Record`).
+        let at = (self.text_start + self.text.len() as u64) as u32;
         self.text.push_str(&token);
-        self.kept.push_back(Record::Text {
-            kind,
-            choice,
-            start,
-            len,
+        self.kept.push_back(Record {
+            kind_len: kind << KIND_SHIFT | len,
+            choice: choice_word,
+            at,
         });
         size
     }
 
+    fn push_other(&mut self, event: StreamEvent) {
+        let at = self.others_start.wrapping_add(self.others.len() as u32);
+        self.others.push_back(event);
+        self.kept.push_back(Record {
+            kind_len: OTHER << KIND_SHIFT,
+            choice: 0,
+            at,
+        });
+    }
+
     pub(super) fn shrink_to_fit(&mut self) {
         self.kept.shrink_to_fit();
+        self.others.shrink_to_fit();
         self.text.shrink_to_fit();
     }
 
     /// A copy of the event at `index`.
     pub(super) fn get(&self, index: usize) -> Option<StreamEvent> {
-        Some(match self.kept.get(index)? {
-            Record::Text {
-                kind,
-                choice,
-                start,
-                len,
-            } => {
-                let from = (start - self.text_start) as usize;
-                let token = self.text[from..from + *len as usize].to_owned();
-                rebuild(*kind, token, *choice)
-            }
-            Record::Event(event) => (**event).clone(),
-        })
+        let record = *self.kept.get(index)?;
+        if record.kind() == OTHER {
+            return self.other(record).cloned();
+        }
+        let from = record.at.wrapping_sub(self.text_start as u32) as usize;
+        let token = self.text.get(from..from + record.len())?.to_owned();
+        Some(rebuild(record.kind(), token, record.choice()))
+    }
+
+    fn other(&self, record: Record) -> Option<&StreamEvent> {
+        self.others
+            .get(record.at.wrapping_sub(self.others_start) as usize)
     }
 
     /// The last event, if it is not a text delta.
     pub(super) fn last(&self) -> Option<&StreamEvent> {
-        match self.kept.back()? {
-            Record::Event(event) => Some(event),
-            Record::Text { .. } => None,
-        }
+        let record = *self.kept.back()?;
+        (record.kind() == OTHER)
+            .then(|| self.other(record))
+            .flatten()
     }
 
     /// Drops the oldest event; returns its size as the log's bounds count it.
     pub(super) fn pop_front(&mut self) -> Option<usize> {
-        Some(match self.kept.pop_front()? {
-            Record::Text { start, len, .. } => {
-                let live = start + u64::from(len);
-                let dead = (live - self.text_start) as usize;
-                // Moving the live text costs at most what was freed, so
-                // trimming stays linear overall.
-                if dead * 2 >= self.text.len() {
-                    self.text.drain(..dead);
-                    self.text_start = live;
-                }
-                StreamEvent::size_holding(len as usize)
-            }
-            Record::Event(event) => event.size(),
-        })
+        let record = self.kept.pop_front()?;
+        if record.kind() == OTHER {
+            self.others_start = self.others_start.wrapping_add(1);
+            return self.others.pop_front().map(|event| event.size());
+        }
+        let from = record.at.wrapping_sub(self.text_start as u32) as usize;
+        let dead = from + record.len();
+        // Moving the live text costs at most what was freed, so trimming
+        // stays linear overall.
+        if dead * 2 >= self.text.len() {
+            self.text.drain(..dead);
+            self.text_start += dead as u64;
+        }
+        Some(StreamEvent::size_holding(record.len()))
     }
 }
 
-fn rebuild(kind: TextKind, token: String, choice: Option<u32>) -> StreamEvent {
-    match kind {
-        TextKind::Token | TextKind::Refusal => StreamEvent::Token {
-            token,
-            refusal: matches!(kind, TextKind::Refusal),
-            choice,
-        },
-        TextKind::Reasoning => StreamEvent::Reasoning { token, choice },
+fn rebuild(kind: u32, token: String, choice: Option<u32>) -> StreamEvent {
+    if kind == REASONING {
+        return StreamEvent::Reasoning { token, choice };
+    }
+    StreamEvent::Token {
+        token,
+        refusal: kind == REFUSAL,
+        choice,
     }
 }
 
@@ -230,8 +261,44 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn a_kept_text_delta_is_24_bytes_plus_its_text() {
-        assert_eq!(std::mem::size_of::<Record>(), 24);
+    fn offsets_that_wrap_and_choices_that_do_not_fit_lose_nothing() {
+        // As if this log had been given 4 GiB of text and 4 billion other
+        // events already.
+        let mut events = Records {
+            text_start: (1 << 32) - 5,
+            others_start: u32::MAX - 1,
+            ..Records::default()
+        };
+        let given: Vec<StreamEvent> = (0..40)
+            .map(|i| match i % 4 {
+                0 => StreamEvent::Token {
+                    token: format!("far{i}"),
+                    refusal: false,
+                    choice: Some(u32::MAX),
+                },
+                _ => sample(i),
+            })
+            .collect();
+        let mut first = 0;
+        for (i, event) in given.iter().enumerate() {
+            let size = event.size();
+            assert_eq!(events.push(event.clone()), size);
+            if i % 3 == 2 {
+                for _ in 0..2 {
+                    assert_eq!(events.pop_front(), Some(given[first].size()));
+                    first += 1;
+                }
+            }
+        }
+        assert_eq!(events.len(), given.len() - first);
+        for (index, event) in given[first..].iter().enumerate() {
+            assert_eq!(events.get(index).as_ref().map(json), Some(json(event)));
+        }
+    }
+
+    #[test]
+    fn a_kept_text_delta_is_12_bytes_plus_its_text() {
+        assert_eq!(std::mem::size_of::<Record>(), 12);
     }
 
     #[test]
