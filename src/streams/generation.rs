@@ -78,7 +78,9 @@ impl Pump {
     pub(super) fn new(source: Option<Pin<Box<dyn Source>>>) -> Self {
         Self {
             source,
-            events: Vec::new(),
+            // A paced stream's batches are one event each; a `Vec` would
+            // begin at room for four, held by every open stream.
+            events: Vec::with_capacity(1),
         }
     }
 }
@@ -293,6 +295,9 @@ impl Generation {
         if pump.source.take().is_none() {
             return false;
         }
+        // A burst grew it to a whole batch; nothing reads into it again, and
+        // the generation is kept for the resume TTL.
+        pump.events = Vec::new();
         if let Some(event) = last {
             self.append(event);
         }
