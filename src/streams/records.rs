@@ -15,8 +15,10 @@ use crate::event::StreamEvent;
 #[derive(Debug, Default)]
 pub(super) struct Records {
     kept: VecDeque<Record>,
-    /// The events that are not text deltas, in order.
-    others: VecDeque<StreamEvent>,
+    /// The events that are not text deltas, in order; boxed, because most
+    /// logs hold two (the `start` and the end) and a queue of whole events
+    /// would begin at room for four.
+    others: VecDeque<Box<StreamEvent>>,
     /// How many of those were ever dropped from the front, wrapping: an
     /// `OTHER` record's `at` counts from there.
     others_start: u32,
@@ -107,7 +109,7 @@ impl Records {
 
     fn push_other(&mut self, event: StreamEvent) {
         let at = self.others_start.wrapping_add(self.others.len() as u32);
-        self.others.push_back(event);
+        self.others.push_back(Box::new(event));
         self.kept.push_back(Record {
             kind_len: OTHER << KIND_SHIFT,
             choice: 0,
@@ -135,6 +137,7 @@ impl Records {
     fn other(&self, record: Record) -> Option<&StreamEvent> {
         self.others
             .get(record.at.wrapping_sub(self.others_start) as usize)
+            .map(|event| &**event)
     }
 
     /// The last event, if it is not a text delta.
