@@ -217,8 +217,7 @@ impl Source for Translated {
             && !this.translator.is_done()
             && !out.last().is_some_and(StreamEvent::is_terminal)
         {
-            let polled = Pin::new(&mut this.events).poll_next(cx);
-            let Poll::Ready(next) = polled else {
+            let Poll::Ready(next) = Pin::new(&mut this.events).poll_next(cx) else {
                 if read == 0 {
                     return Poll::Pending;
                 }

@@ -25,6 +25,7 @@ const MASK: &str = "***";
 
 /// Masks our keys in upstream text: the upstream's API key, and the values
 /// of its configured headers that carry credentials.
+///
 /// Every upstream stream carries one, so the keys are shared, not copied.
 #[derive(Clone, Default)]
 pub(crate) struct Redactor {

@@ -129,9 +129,14 @@ impl Records {
         if record.kind() == OTHER {
             return self.other(record).cloned();
         }
-        let from = record.at.wrapping_sub(self.text_start as u32) as usize;
+        let from = self.text_offset(record);
         let token = self.text.get(from..from + record.len())?.to_owned();
         Some(rebuild(record.kind(), token, record.choice()))
+    }
+
+    /// Where a text delta's text begins in `text`.
+    fn text_offset(&self, record: Record) -> usize {
+        record.at.wrapping_sub(self.text_start as u32) as usize
     }
 
     fn other(&self, record: Record) -> Option<&StreamEvent> {
@@ -155,8 +160,7 @@ impl Records {
             self.others_start = self.others_start.wrapping_add(1);
             return self.others.pop_front().map(|event| event.size());
         }
-        let from = record.at.wrapping_sub(self.text_start as u32) as usize;
-        let dead = from + record.len();
+        let dead = self.text_offset(record) + record.len();
         // Moving the live text costs at most what was freed, so trimming
         // stays linear overall.
         if dead * 2 >= self.text.len() {
