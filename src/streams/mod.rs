@@ -72,12 +72,31 @@ pub(crate) trait Mirror: Send + Sync + fmt::Debug {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct StreamId([u8; 16]);
 
+/// Stream ids one call for the system's randomness fills at a time: a
+/// call per stream was one system call more on the way to every first
+/// token. Each id's bytes are taken once and wiped.
+const IDS_PER_FILL: usize = 32;
+
+thread_local! {
+    static UNUSED_ID_BYTES: std::cell::RefCell<([u8; 16 * IDS_PER_FILL], usize)> =
+        const { std::cell::RefCell::new(([0; 16 * IDS_PER_FILL], 16 * IDS_PER_FILL)) };
+}
+
 impl StreamId {
     fn random() -> Result<Self, Error> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes)
-            .map_err(|error| Error::Internal(format!("no randomness for a stream id: {error}")))?;
-        Ok(Self(bytes))
+        UNUSED_ID_BYTES.with_borrow_mut(|(pool, taken)| {
+            if *taken == pool.len() {
+                getrandom::fill(pool).map_err(|error| {
+                    Error::Internal(format!("no randomness for a stream id: {error}"))
+                })?;
+                *taken = 0;
+            }
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&pool[*taken..*taken + 16]);
+            pool[*taken..*taken + 16].fill(0);
+            *taken += 16;
+            Ok(Self(bytes))
+        })
     }
 
     pub(crate) fn parse(text: &str) -> Option<Self> {
@@ -308,6 +327,16 @@ pub(crate) mod tests {
         assert_eq!(text.len(), 32);
         assert_eq!(StreamId::parse(&text), Some(id));
         assert_ne!(StreamId::random().ok(), Some(id));
+        // Across refills of the pool, no id comes twice or from wiped bytes.
+        let ids: std::collections::HashSet<[u8; 16]> = (0..3 * IDS_PER_FILL)
+            .map(|_| {
+                StreamId::random()
+                    .unwrap_or_else(|error| panic!("{error}"))
+                    .0
+            })
+            .collect();
+        assert_eq!(ids.len(), 3 * IDS_PER_FILL);
+        assert!(!ids.contains(&[0; 16]));
         assert_eq!(StreamId::parse("not-an-id"), None);
         let known = StreamId([
             0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54,
