@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -169,11 +169,7 @@ fn keyed(keys: &[Secret]) -> Arc<[(Secret, KeyId)]> {
 }
 
 /// Authenticates and rate-limits one request.
-pub(crate) async fn check(
-    State(access): State<Access>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(super) async fn check(access: &Access, mut request: Request, next: Next) -> Response {
     let from_query = take_access_token(&mut request);
     let token = request
         .headers()

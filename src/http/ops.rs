@@ -1,19 +1,16 @@
 //! The routes operators and the demo page use: `/api/info`, `/healthz`,
-//! `/readyz`, `/metrics`; the counter every API request passes; and the
-//! answers for paths and methods no route serves.
-
-use std::sync::Arc;
+//! `/readyz`, `/metrics`; the route each API request is counted under;
+//! and the answers for paths and methods no route serves.
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
 use crate::error::Error;
-use crate::metrics::{Metrics, Outcome, Route};
+use crate::metrics::Route;
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
@@ -91,19 +88,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Counts every API request by route and outcome.
-pub(super) async fn count(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: middleware::Next,
-) -> Response {
-    let route = request
+/// The route an API request is counted under.
+pub(super) fn route(request: &Request) -> Route {
+    request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(Route::other, Route::matched);
-    let response = next.run(request).await;
-    metrics.request(route, Outcome::of(response.status().as_u16()));
-    response
+        .map_or_else(Route::other, Route::matched)
 }
 
 pub(super) async fn not_found() -> Error {

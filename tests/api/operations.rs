@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::fake_upstream::{FakeUpstream, Reply};
-use crate::helpers::{TestApp, json_body, spawn_app, spawn_app_in_front_of};
+use crate::helpers::{
+    TestApp, Transcript, json_body, spawn_app, spawn_app_in_front_of, spawn_app_with,
+};
 
 async fn metrics(app: &TestApp) -> String {
     let response = app.get("/metrics").await;
@@ -25,6 +27,48 @@ fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+#[tokio::test]
+async fn requests_the_access_check_refuses_are_counted_with_the_rest() {
+    let app = spawn_app_with(&[("PROXY_API_KEYS", "right-key")]).await;
+    app.upstream.push(Reply::tokens(&["a"]));
+    let post = |key: Option<&'static str>| {
+        let mut request = app
+            .client
+            .post(app.url("/api/chat"))
+            .header("content-type", "application/json")
+            .body(json!({"prompt": "hi"}).to_string());
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move {
+            request
+                .send()
+                .await
+                .unwrap_or_else(|error| panic!("{error}"))
+        }
+    };
+    assert_eq!(post(None).await.status(), 401);
+    assert_eq!(post(Some("wrong-key")).await.status(), 401);
+    let answered = Transcript::read(post(Some("right-key")).await).await;
+    assert_eq!(answered.text_of("token"), "a");
+
+    let text = metrics(&app).await;
+    assert_eq!(
+        value(
+            &text,
+            r#"tokenrelay_requests_total{route="/api/chat",outcome="client_error"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"tokenrelay_requests_total{route="/api/chat",outcome="ok"}"#
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
