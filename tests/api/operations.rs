@@ -22,6 +22,14 @@ async fn metrics(app: &TestApp) -> String {
     response.text().await.unwrap_or_default()
 }
 
+/// How many `/api/chat` requests were counted with `outcome`.
+fn chat_requests(text: &str, outcome: &str) -> f64 {
+    value(
+        text,
+        &format!(r#"tokenrelay_requests_total{{route="/api/chat",outcome="{outcome}"}}"#),
+    )
+}
+
 /// The value of one series, `name{labels}` exactly as rendered.
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
@@ -55,20 +63,8 @@ async fn requests_the_access_check_refuses_are_counted_with_the_rest() {
     assert_eq!(answered.text_of("token"), "a");
 
     let text = metrics(&app).await;
-    assert_eq!(
-        value(
-            &text,
-            r#"tokenrelay_requests_total{route="/api/chat",outcome="client_error"}"#
-        ),
-        2.0
-    );
-    assert_eq!(
-        value(
-            &text,
-            r#"tokenrelay_requests_total{route="/api/chat",outcome="ok"}"#
-        ),
-        1.0
-    );
+    assert_eq!(chat_requests(&text, "client_error"), 2.0);
+    assert_eq!(chat_requests(&text, "ok"), 1.0);
 }
 
 #[tokio::test]
@@ -83,27 +79,9 @@ async fn metrics_count_requests_tokens_and_time_to_first_token() {
     app.post_raw("application/json", "{").await;
 
     let text = metrics(&app).await;
-    assert_eq!(
-        value(
-            &text,
-            r#"tokenrelay_requests_total{route="/api/chat",outcome="ok"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &text,
-            r#"tokenrelay_requests_total{route="/api/chat",outcome="upstream_error"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &text,
-            r#"tokenrelay_requests_total{route="/api/chat",outcome="client_error"}"#
-        ),
-        1.0
-    );
+    assert_eq!(chat_requests(&text, "ok"), 1.0);
+    assert_eq!(chat_requests(&text, "upstream_error"), 1.0);
+    assert_eq!(chat_requests(&text, "client_error"), 1.0);
     assert_eq!(value(&text, "tokenrelay_tokens_relayed_total"), 3.0);
     assert_eq!(
         value(&text, r#"tokenrelay_upstream_errors_total{kind="status"}"#),
