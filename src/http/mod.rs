@@ -79,8 +79,8 @@ struct Gate {
 }
 
 /// One layer, not one each: a `from_fn` layer clones and boxes the service
-/// below it for every request, and two of them were a tenth of a request's
-/// way to its first token (README, Performance).
+/// below it for every request, and merging the two took about 20 µs off a
+/// request's way to its first token (README, Performance).
 async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Response {
     let route = ops::route(&request);
     // Outside the access check, so refusals are counted too.
