@@ -497,8 +497,9 @@ impl Browser {
 
     /// Lets Chromium shut down cleanly; a dropped browser is killed instead.
     pub(crate) async fn close(mut self) {
-        let _ = self.chromium.close().await;
-        let _ = self.chromium.wait().await;
+        let _ = tokio::time::timeout(WAIT, self.chromium.close()).await;
+        // One that has not exited by then is killed when dropped.
+        let _ = tokio::time::timeout(WAIT, self.chromium.wait()).await;
     }
 }
 
@@ -509,6 +510,15 @@ impl Drop for Browser {
         self.handler.abort();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// What `call` answers, or a failure naming `what` after [`WAIT`]: a call
+/// Chromium never answers would otherwise hold the whole suite until CI's
+/// own limit, where every wait here has a deadline.
+async fn answered<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, call)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: Chromium did not answer within {WAIT:?}"))
 }
 
 /// Removes the profiles of earlier browsers: Chromium's helper processes
@@ -582,11 +592,12 @@ impl ChatPage {
     /// Evaluates a JavaScript expression (awaiting a promise) and returns its
     /// JSON value.
     pub(crate) async fn eval<T: DeserializeOwned>(&self, js: &str) -> T {
-        let result = self
-            .page
-            .evaluate_expression(js)
-            .await
-            .unwrap_or_else(|error| panic!("evaluate `{js}`: {error}"));
+        let result = answered(
+            &format!("evaluate `{js}`"),
+            self.page.evaluate_expression(js),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("evaluate `{js}`: {error}"));
         // CDP leaves the value out for null and undefined.
         let value = result.value().cloned().unwrap_or(Value::Null);
         serde_json::from_value(value).unwrap_or_else(|error| panic!("the value of `{js}`: {error}"))
@@ -661,18 +672,19 @@ impl ChatPage {
     }
 
     pub(crate) async fn click(&self, selector: &str) {
-        self.element(selector)
-            .await
-            .click()
+        let element = self.element(selector).await;
+        answered(&format!("click {selector}"), element.click())
             .await
             .unwrap_or_else(|error| panic!("click {selector}: {error}"));
     }
 
     pub(crate) async fn element(&self, selector: &str) -> chromiumoxide::Element {
-        self.page
-            .find_element(selector)
-            .await
-            .unwrap_or_else(|error| panic!("find {selector}: {error}"))
+        answered(
+            &format!("find {selector}"),
+            self.page.find_element(selector),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("find {selector}: {error}"))
     }
 
     /// Waits until the newest answer has settled, and fails at once if it
