@@ -512,13 +512,19 @@ impl Drop for Browser {
     }
 }
 
-/// What `call` answers, or a failure naming `what` after [`WAIT`]: a call
-/// Chromium never answers would otherwise hold the whole suite until CI's
-/// own limit, where every wait here has a deadline.
-async fn answered<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, call)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: Chromium did not answer within {WAIT:?}"))
+/// What `call` answers, or a failure naming `what` if it fails or takes
+/// longer than [`WAIT`]: a call Chromium never answers would otherwise hold
+/// the whole suite until CI's own limit, where every wait here has a
+/// deadline.
+async fn answered<T, E: std::fmt::Display>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> T {
+    match tokio::time::timeout(WAIT, call).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => panic!("{what}: {error}"),
+        Err(_) => panic!("{what}: Chromium did not answer within {WAIT:?}"),
+    }
 }
 
 /// Removes the profiles of earlier browsers: Chromium's helper processes
@@ -596,8 +602,7 @@ impl ChatPage {
             &format!("evaluate `{js}`"),
             self.page.evaluate_expression(js),
         )
-        .await
-        .unwrap_or_else(|error| panic!("evaluate `{js}`: {error}"));
+        .await;
         // CDP leaves the value out for null and undefined.
         let value = result.value().cloned().unwrap_or(Value::Null);
         serde_json::from_value(value).unwrap_or_else(|error| panic!("the value of `{js}`: {error}"))
@@ -673,9 +678,7 @@ impl ChatPage {
 
     pub(crate) async fn click(&self, selector: &str) {
         let element = self.element(selector).await;
-        answered(&format!("click {selector}"), element.click())
-            .await
-            .unwrap_or_else(|error| panic!("click {selector}: {error}"));
+        answered(&format!("click {selector}"), element.click()).await;
     }
 
     pub(crate) async fn element(&self, selector: &str) -> chromiumoxide::Element {
@@ -684,7 +687,6 @@ impl ChatPage {
             self.page.find_element(selector),
         )
         .await
-        .unwrap_or_else(|error| panic!("find {selector}: {error}"))
     }
 
     /// Waits until the newest answer has settled, and fails at once if it
