@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chromiumoxide::Page;
 use chromiumoxide::browser::{Browser as Chromium, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::page::ScreenshotParams;
+use chromiumoxide::{Command, Page};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -485,11 +485,7 @@ impl Browser {
 
     /// Opens the chat page at `url` and waits until it is ready to send.
     pub(crate) async fn open(&self, url: &str) -> ChatPage {
-        let page = self
-            .chromium
-            .new_page(url)
-            .await
-            .unwrap_or_else(|error| panic!("open {url}: {error}"));
+        let page = answered(&format!("open {url}"), self.chromium.new_page(url)).await;
         let page = ChatPage { page };
         page.ready().await;
         page
@@ -516,7 +512,7 @@ impl Drop for Browser {
 /// longer than [`WAIT`]: a call Chromium never answers would otherwise hold
 /// the whole suite until CI's own limit, where every wait here has a
 /// deadline.
-async fn answered<T, E: std::fmt::Display>(
+pub(crate) async fn answered<T, E: std::fmt::Display>(
     what: &str,
     call: impl std::future::Future<Output = Result<T, E>>,
 ) -> T {
@@ -631,10 +627,7 @@ impl ChatPage {
     /// Reloads the page, as a person pressing F5 does, and waits until it
     /// is ready to send again.
     pub(crate) async fn reload(&self) {
-        self.page
-            .reload()
-            .await
-            .unwrap_or_else(|error| panic!("reload: {error}"));
+        answered("reload", self.page.reload()).await;
         self.ready().await;
     }
 
@@ -653,21 +646,9 @@ impl ChatPage {
     /// for the answer to appear.
     pub(crate) async fn send(&self, prompt: &str) {
         let answers: usize = self.eval(ANSWER_COUNT).await;
-        let prompt_box = self.element("[data-testid=prompt]").await;
-        prompt_box
-            .click()
-            .await
-            .unwrap_or_else(|error| panic!("click the prompt box: {error}"));
-        // insertText is what an IME or a paste does: one input event with any
-        // text, where key events only cover what a keyboard layout has.
-        self.page
-            .execute(InsertTextParams::new(prompt))
-            .await
-            .unwrap_or_else(|error| panic!("type {prompt:?}: {error}"));
-        prompt_box
-            .press_key("Enter")
-            .await
-            .unwrap_or_else(|error| panic!("press Enter: {error}"));
+        self.click("[data-testid=prompt]").await;
+        self.type_text(prompt).await;
+        self.press_enter("[data-testid=prompt]").await;
         let _: bool = self
             .wait_for(
                 &format!("the answer to {prompt:?} to appear"),
@@ -679,6 +660,28 @@ impl ChatPage {
     pub(crate) async fn click(&self, selector: &str) {
         let element = self.element(selector).await;
         answered(&format!("click {selector}"), element.click()).await;
+    }
+
+    /// Types `text` where the focus is. insertText is what an IME or a
+    /// paste does: one input event with any text, where key events only
+    /// cover what a keyboard layout has.
+    pub(crate) async fn type_text(&self, text: &str) {
+        self.execute(&format!("type {text:?}"), InsertTextParams::new(text))
+            .await;
+    }
+
+    pub(crate) async fn press_enter(&self, selector: &str) {
+        let element = self.element(selector).await;
+        answered(
+            &format!("press Enter in {selector}"),
+            element.press_key("Enter"),
+        )
+        .await;
+    }
+
+    /// Sends one CDP command, `what` naming it if it fails.
+    pub(crate) async fn execute<C: Command>(&self, what: &str, command: C) -> C::Response {
+        answered(what, self.page.execute(command)).await.result
     }
 
     pub(crate) async fn element(&self, selector: &str) -> chromiumoxide::Element {
@@ -770,9 +773,11 @@ impl ChatPage {
             .mobile(screen.mobile)
             .build()
             .unwrap_or_else(|error| panic!("device metrics: {error}"));
-        self.page.execute(metrics).await.unwrap_or_else(|error| {
-            panic!("resize to {}x{}: {error}", screen.width, screen.height)
-        });
+        self.execute(
+            &format!("resize to {}x{}", screen.width, screen.height),
+            metrics,
+        )
+        .await;
         // Two frames: one to lay out at the new size, one to paint it.
         let _: bool = self
             .eval("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))")
@@ -790,15 +795,14 @@ impl ChatPage {
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|error| panic!("create {}: {error}", dir.display()));
         let path = dir.join(name);
-        self.page
-            .save_screenshot(
-                ScreenshotParams::builder()
-                    .format(CaptureScreenshotFormat::Png)
-                    .build(),
-                &path,
-            )
-            .await
-            .unwrap_or_else(|error| panic!("screenshot {}: {error}", path.display()));
+        let params = ScreenshotParams::builder()
+            .format(CaptureScreenshotFormat::Png)
+            .build();
+        answered(
+            &format!("screenshot {}", path.display()),
+            self.page.save_screenshot(params, &path),
+        )
+        .await;
         path
     }
 }

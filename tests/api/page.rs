@@ -17,12 +17,12 @@ use chromiumoxide::cdp::browser_protocol::emulation::{
     MediaFeature, SetEmulatedMediaParams, SetFocusEmulationEnabledParams,
 };
 use chromiumoxide::cdp::browser_protocol::input::{
-    DispatchMouseEventParams, DispatchMouseEventType, InsertTextParams,
+    DispatchMouseEventParams, DispatchMouseEventType,
 };
 use serde_json::{Value, json};
 
 use crate::browser::{
-    ANSWER_COUNT, Browser, ChatPage, LAST_ANSWER, Screen, chat_requests, numbered_answer,
+    ANSWER_COUNT, Browser, ChatPage, LAST_ANSWER, Screen, answered, chat_requests, numbered_answer,
 };
 use crate::fake_upstream::Reply;
 use crate::helpers::{spawn_app, spawn_app_with};
@@ -264,18 +264,11 @@ async fn regenerate_and_edit_send_the_right_history() {
     page.wait_for_state("done").await;
     let after_regenerate = shown_turns(&page).await;
     page.click("[data-role=user] [data-testid=edit]").await;
-    let edit_box = page.element("[data-testid=edit-input]").await;
     let _: bool = page
         .eval("(() => { document.querySelector('[data-testid=edit-input]').value = ''; return true; })()")
         .await;
-    edit_box
-        .click()
-        .await
-        .unwrap_or_else(|error| panic!("click the edit box: {error}"));
-    page.page
-        .execute(InsertTextParams::new("First question, edited"))
-        .await
-        .unwrap_or_else(|error| panic!("type: {error}"));
+    page.click("[data-testid=edit-input]").await;
+    page.type_text("First question, edited").await;
     page.click("[data-testid=edit-send]").await;
     page.wait_for_answer_containing("Edited answer.").await;
     page.wait_for_state("done").await;
@@ -599,10 +592,7 @@ async fn a_401_asks_for_the_key_and_the_turn_goes_through_with_it() {
         .await;
     let error = page.error_text().await;
     page.click("[data-testid=key-input]").await;
-    page.page
-        .execute(InsertTextParams::new("the-right-key"))
-        .await
-        .unwrap_or_else(|error| panic!("type the key: {error}"));
+    page.type_text("the-right-key").await;
     page.click("[data-testid=key-save]").await;
     page.wait_for_answer_containing("Welcome in.").await;
     page.wait_for_state("done").await;
@@ -709,19 +699,18 @@ async fn scrolling_up_while_streaming_is_not_pulled_back() {
         .await;
 
     // Act: the reader scrolls up with the mouse wheel.
-    page.page
-        .execute(
-            DispatchMouseEventParams::builder()
-                .r#type(DispatchMouseEventType::MouseWheel)
-                .x(700.0)
-                .y(400.0)
-                .delta_x(0.0)
-                .delta_y(-400.0)
-                .build()
-                .unwrap_or_else(|error| panic!("wheel event: {error}")),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("scroll up: {error}"));
+    page.execute(
+        "scroll up",
+        DispatchMouseEventParams::builder()
+            .r#type(DispatchMouseEventType::MouseWheel)
+            .x(700.0)
+            .y(400.0)
+            .delta_x(0.0)
+            .delta_y(-400.0)
+            .build()
+            .unwrap_or_else(|error| panic!("wheel event: {error}")),
+    )
+    .await;
     let _: bool = page
         .wait_for(
             "the wheel to scroll",
@@ -796,15 +785,8 @@ async fn send_is_disabled_with_nothing_to_send_and_enter_while_streaming_says_wh
     page.send("Count slowly").await;
     page.wait_for_answer_containing("w1 ").await;
     page.click("[data-testid=prompt]").await;
-    page.page
-        .execute(InsertTextParams::new("Follow-up"))
-        .await
-        .unwrap_or_else(|error| panic!("type: {error}"));
-    page.element("[data-testid=prompt]")
-        .await
-        .press_key("Enter")
-        .await
-        .unwrap_or_else(|error| panic!("press Enter: {error}"));
+    page.type_text("Follow-up").await;
+    page.press_enter("[data-testid=prompt]").await;
     let hint: String = page
         .eval("document.querySelector('[data-testid=composer-hint]').checkVisibility() ? document.querySelector('[data-testid=composer-hint]').textContent : ''")
         .await;
@@ -956,10 +938,7 @@ fn conversation_button(title: &str, testid: &str) -> String {
 }
 
 async fn in_front(page: &ChatPage) {
-    page.page
-        .bring_to_front()
-        .await
-        .unwrap_or_else(|error| panic!("bring the tab to the front: {error}"));
+    answered("bring the tab to the front", page.page.bring_to_front()).await;
 }
 
 async fn sidebar_visible(page: &ChatPage) -> bool {
@@ -981,22 +960,19 @@ async fn allow_clipboard(page: &ChatPage, origin: &str) {
     for name in ["clipboard-read", "clipboard-write"] {
         let mut permission = PermissionDescriptor::new(name);
         permission.allow_without_sanitization = Some(true);
-        page.page
-            .execute(
-                SetPermissionParams::builder()
-                    .permission(permission)
-                    .setting(PermissionSetting::Granted)
-                    .origin(origin.trim_end_matches('/'))
-                    .build()
-                    .unwrap_or_else(|error| panic!("permission: {error}")),
-            )
-            .await
-            .unwrap_or_else(|error| panic!("grant {name}: {error}"));
+        page.execute(
+            &format!("grant {name}"),
+            SetPermissionParams::builder()
+                .permission(permission)
+                .setting(PermissionSetting::Granted)
+                .origin(origin.trim_end_matches('/'))
+                .build()
+                .unwrap_or_else(|error| panic!("permission: {error}")),
+        )
+        .await;
     }
-    page.page
-        .execute(SetFocusEmulationEnabledParams::new(true))
-        .await
-        .unwrap_or_else(|error| panic!("focus emulation: {error}"));
+    page.execute("focus emulation", SetFocusEmulationEnabledParams::new(true))
+        .await;
 }
 
 /// Waits for the clipboard to hold `expected` (the copy is asynchronous)
@@ -1014,14 +990,13 @@ async fn read_clipboard(page: &ChatPage, expected: &str) -> String {
 
 async fn prefer_dark(page: &ChatPage) {
     let feature = MediaFeature::new("prefers-color-scheme", "dark");
-    page.page
-        .execute(
-            SetEmulatedMediaParams::builder()
-                .features(vec![feature])
-                .build(),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("emulate dark: {error}"));
+    page.execute(
+        "emulate dark",
+        SetEmulatedMediaParams::builder()
+            .features(vec![feature])
+            .build(),
+    )
+    .await;
 }
 
 async fn background(page: &ChatPage) -> String {

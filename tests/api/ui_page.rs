@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::browser::{
-    ANSWER_COUNT, Browser, ChatPage, LAST_ANSWER, Screen, chat_requests, numbered_answer,
+    ANSWER_COUNT, Browser, ChatPage, LAST_ANSWER, Screen, answered, chat_requests, numbered_answer,
 };
 use crate::helpers::spawn_app_with;
 
@@ -39,10 +39,7 @@ async fn a_reload_mid_answer_resumes_it_to_its_end_once() {
     let before = page.recorded().await.answers;
 
     // Act
-    page.page
-        .reload()
-        .await
-        .unwrap_or_else(|error| panic!("reload the page: {error}"));
+    answered("reload the page", page.page.reload()).await;
     wait_until_ready(&page).await;
     page.record().await;
     let _: bool = page
