@@ -6,72 +6,102 @@ use std::collections::VecDeque;
 use crate::event::StreamEvent;
 
 /// The events of one log, kept compactly: a long answer is thousands of
-/// text deltas of a few bytes each, held for the resume TTL. Held as typed
-/// events (an `Arc` of 88 bytes, plus an allocation for the text) they cost
-/// about 150 bytes of memory apiece; here a text delta costs a 12-byte
-/// record plus its text, stored back to back with the others, and every
-/// other event is kept whole beside them. Followers get each event rebuilt,
-/// which costs what sharing a typed one saved.
+/// text deltas of a few bytes each, held for the resume TTL, and held as
+/// typed events (an `Arc` of 88 bytes, plus an allocation for the text)
+/// they cost about 150 bytes apiece. Here a text delta is a header of
+/// usually one byte followed by its text, back to back with the others in
+/// one buffer, and every other event is kept whole beside them. Followers
+/// get each event rebuilt, which costs what sharing a typed one saved.
 #[derive(Debug, Default)]
 pub(super) struct Records {
-    kept: VecDeque<Record>,
+    /// Every kept record, oldest first: a header (see [`Header`]), the
+    /// choice when there is one, then a text delta's text.
+    bytes: Vec<u8>,
+    /// Where `bytes` begins among all the bytes this log was ever given:
+    /// dropped records leave their bytes behind until it is worth moving
+    /// the rest.
+    bytes_start: u64,
+    /// Where the oldest kept record begins, counted as `bytes_start` is.
+    front: u64,
+    /// How many records were ever dropped from the front.
+    dropped: u64,
+    /// How many of those were others.
+    others_dropped: u64,
+    /// How many records are kept.
+    kept: usize,
+    /// Where every `STRIDE`th record begins, from the one at or before the
+    /// oldest kept: a record is found by reading forward from its mark, at
+    /// most `STRIDE - 1` headers.
+    marks: VecDeque<Mark>,
     /// The events that are not text deltas, in order; boxed, because most
     /// logs hold two (the `start` and the end) and a queue of whole events
     /// would begin at room for four.
     others: VecDeque<Box<StreamEvent>>,
-    /// How many of those were ever dropped from the front, wrapping: an
-    /// `OTHER` record's `at` counts from there.
-    others_start: u32,
-    /// The text of the text deltas kept, back to back.
-    text: String,
-    /// Where `text` begins in all the text this log was ever given: trimmed
-    /// deltas leave their text behind until it is worth moving the rest.
-    text_start: u64,
+    /// Whether the newest record is one of `others`.
+    last_is_other: bool,
 }
 
-/// One kept event. Offsets wrap at 32 bits, which is sound while the text
-/// kept spans less than that; `push` keeps a delta that would break this
-/// whole instead.
+/// A record's position, and how many others came before it, both counted
+/// from the log's beginning.
 #[derive(Debug, Clone, Copy)]
-struct Record {
-    /// The kind in the top two bits, the text's length in the rest.
-    kind_len: u32,
-    /// The choice plus one; zero for none.
-    choice: u32,
-    /// A text delta's offset in all the text, or an `OTHER` event's place
-    /// among all the others.
-    at: u32,
+struct Mark {
+    at: u64,
+    others: u64,
 }
 
-const KIND_SHIFT: u32 = 30;
-const LEN_MASK: u32 = (1 << KIND_SHIFT) - 1;
-const TOKEN: u32 = 0;
-const REFUSAL: u32 = 1;
-const REASONING: u32 = 2;
-const OTHER: u32 = 3;
+const STRIDE: u64 = 32;
 
-impl Record {
-    fn kind(self) -> u32 {
-        self.kind_len >> KIND_SHIFT
+const TOKEN: u64 = 0;
+const REFUSAL: u64 = 1;
+const REASONING: u64 = 2;
+const OTHER: u64 = 3;
+const HAS_CHOICE: u64 = 4;
+const LEN_SHIFT: u32 = 3;
+
+/// A record's header, as a LEB128 number: the text's length, then whether a
+/// choice follows, then the kind in the lowest two bits. A delta of fewer
+/// than 16 bytes without a choice, the usual one, has a one-byte header.
+#[derive(Debug, Clone, Copy)]
+struct Header(u64);
+
+impl Header {
+    fn kind(self) -> u64 {
+        self.0 & 3
+    }
+
+    fn has_choice(self) -> bool {
+        self.0 & HAS_CHOICE != 0
     }
 
     fn len(self) -> usize {
-        (self.kind_len & LEN_MASK) as usize
+        // Only lengths of text the log was given are ever written.
+        usize::try_from(self.0 >> LEN_SHIFT).unwrap_or(usize::MAX)
     }
+}
 
-    fn choice(self) -> Option<u32> {
-        self.choice.checked_sub(1)
-    }
+/// One record read back: where it ends, and what it holds.
+struct Read<'a> {
+    end: usize,
+    header: Header,
+    choice: Option<u32>,
+    text: &'a [u8],
 }
 
 impl Records {
     pub(super) fn len(&self) -> usize {
-        self.kept.len()
+        self.kept
     }
 
     /// Keeps `event`; returns its size as the log's bounds count it.
     pub(super) fn push(&mut self, event: StreamEvent) -> usize {
         let size = event.size();
+        if (self.dropped + self.kept as u64) % STRIDE == 0 {
+            self.marks.push_back(Mark {
+                at: self.bytes_start + self.bytes.len() as u64,
+                others: self.others_dropped + self.others.len() as u64,
+            });
+        }
+        self.kept += 1;
         let (kind, token, choice) = match event {
             StreamEvent::Token {
                 token,
@@ -80,98 +110,145 @@ impl Records {
             } => (if refusal { REFUSAL } else { TOKEN }, token, choice),
             StreamEvent::Reasoning { token, choice } => (REASONING, token, choice),
             event => {
-                self.push_other(event);
+                put_leb128(&mut self.bytes, OTHER);
+                self.others.push_back(Box::new(event));
+                self.last_is_other = true;
                 return size;
             }
         };
-        let len = u32::try_from(token.len())
-            .ok()
-            .filter(|len| *len <= LEN_MASK);
-        let choice_word = match choice {
-            None => Some(0),
-            Some(choice) => choice.checked_add(1),
-        };
-        let fits = self.text.len() + token.len() <= u32::MAX as usize;
-        let (Some(len), Some(choice_word), true) = (len, choice_word, fits) else {
-            self.push_other(rebuild(kind, token, choice));
-            return size;
-        };
-        // Truncated on purpose: offsets wrap (see `Record`).
-        let at = (self.text_start + self.text.len() as u64) as u32;
-        self.text.push_str(&token);
-        self.kept.push_back(Record {
-            kind_len: kind << KIND_SHIFT | len,
-            choice: choice_word,
-            at,
-        });
+        let flag = if choice.is_some() { HAS_CHOICE } else { 0 };
+        put_leb128(
+            &mut self.bytes,
+            (token.len() as u64) << LEN_SHIFT | flag | kind,
+        );
+        if let Some(choice) = choice {
+            put_leb128(&mut self.bytes, u64::from(choice));
+        }
+        self.bytes.extend_from_slice(token.as_bytes());
+        self.last_is_other = false;
         size
     }
 
-    fn push_other(&mut self, event: StreamEvent) {
-        let at = self.others_start.wrapping_add(self.others.len() as u32);
-        self.others.push_back(Box::new(event));
-        self.kept.push_back(Record {
-            kind_len: OTHER << KIND_SHIFT,
-            choice: 0,
-            at,
-        });
-    }
-
     pub(super) fn shrink_to_fit(&mut self) {
-        self.kept.shrink_to_fit();
+        self.bytes.shrink_to_fit();
+        self.marks.shrink_to_fit();
         self.others.shrink_to_fit();
-        self.text.shrink_to_fit();
     }
 
     /// A copy of the event at `index`.
     pub(super) fn get(&self, index: usize) -> Option<StreamEvent> {
-        let record = *self.kept.get(index)?;
-        if record.kind() == OTHER {
-            return self.other(record).cloned();
+        if index >= self.kept {
+            return None;
         }
-        let from = self.text_offset(record);
-        let token = self.text.get(from..from + record.len())?.to_owned();
-        Some(rebuild(record.kind(), token, record.choice()))
-    }
-
-    /// Where a text delta's text begins in `text`.
-    fn text_offset(&self, record: Record) -> usize {
-        record.at.wrapping_sub(self.text_start as u32) as usize
-    }
-
-    fn other(&self, record: Record) -> Option<&StreamEvent> {
-        self.others
-            .get(record.at.wrapping_sub(self.others_start) as usize)
-            .map(|event| &**event)
+        let seq = self.dropped + index as u64;
+        let mark = self
+            .marks
+            .get(usize::try_from(seq / STRIDE - self.dropped / STRIDE).ok()?)?;
+        let mut at = self.offset(mark.at)?;
+        let mut others = mark.others;
+        for _ in 0..seq % STRIDE {
+            let read = self.read(at)?;
+            others += u64::from(read.header.kind() == OTHER);
+            at = read.end;
+        }
+        let read = self.read(at)?;
+        if read.header.kind() == OTHER {
+            let place = usize::try_from(others - self.others_dropped).ok()?;
+            return self.others.get(place).map(|event| (**event).clone());
+        }
+        // Only a `String`'s bytes were written here, so this never fails.
+        let token = std::str::from_utf8(read.text).ok()?.to_owned();
+        Some(rebuild(read.header.kind(), token, read.choice))
     }
 
     /// The last event, if it is not a text delta.
     pub(super) fn last(&self) -> Option<&StreamEvent> {
-        let record = *self.kept.back()?;
-        (record.kind() == OTHER)
-            .then(|| self.other(record))
+        (self.kept > 0 && self.last_is_other)
+            .then(|| self.others.back())
             .flatten()
+            .map(|event| &**event)
     }
 
     /// Drops the oldest event; returns its size as the log's bounds count it.
     pub(super) fn pop_front(&mut self) -> Option<usize> {
-        let record = self.kept.pop_front()?;
-        if record.kind() == OTHER {
-            self.others_start = self.others_start.wrapping_add(1);
-            return self.others.pop_front().map(|event| event.size());
+        if self.kept == 0 {
+            return None;
         }
-        let dead = self.text_offset(record) + record.len();
-        // Moving the live text costs at most what was freed, so trimming
-        // stays linear overall.
-        if dead * 2 >= self.text.len() {
-            self.text.drain(..dead);
-            self.text_start += dead as u64;
+        let read = self.read(self.offset(self.front)?)?;
+        let (end, kind, len) = (read.end, read.header.kind(), read.text.len());
+        let size = if kind == OTHER {
+            self.others_dropped += 1;
+            self.others.pop_front()?.size()
+        } else {
+            StreamEvent::size_holding(len)
+        };
+        self.front = self.bytes_start + end as u64;
+        self.kept -= 1;
+        self.dropped += 1;
+        if self.dropped % STRIDE == 0 {
+            // The front is now where the next mark is, and nothing before
+            // it is read again.
+            self.marks.pop_front();
+            let dead = end;
+            // Moving the live bytes costs at most what was freed, so
+            // trimming stays linear overall.
+            if dead * 2 >= self.bytes.len() {
+                self.bytes.drain(..dead);
+                self.bytes_start = self.front;
+            }
         }
-        Some(StreamEvent::size_holding(record.len()))
+        Some(size)
+    }
+
+    /// Where a position counted from the log's beginning is in `bytes`.
+    fn offset(&self, at: u64) -> Option<usize> {
+        usize::try_from(at.checked_sub(self.bytes_start)?).ok()
+    }
+
+    /// The record that begins at `at` in `bytes`.
+    fn read(&self, mut at: usize) -> Option<Read<'_>> {
+        let header = Header(take_leb128(&self.bytes, &mut at)?);
+        let choice = if header.has_choice() {
+            Some(u32::try_from(take_leb128(&self.bytes, &mut at)?).ok()?)
+        } else {
+            None
+        };
+        let end = at.checked_add(header.len())?;
+        let text = self.bytes.get(at..end)?;
+        Some(Read {
+            end,
+            header,
+            choice,
+            text,
+        })
     }
 }
 
-fn rebuild(kind: u32, token: String, choice: Option<u32>) -> StreamEvent {
+/// Appends `value` in LEB128: seven bits a byte, lowest first, the top bit
+/// set on every byte but the last.
+fn put_leb128(bytes: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        bytes.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    bytes.push(value as u8);
+}
+
+/// Reads the LEB128 number at `at` and moves `at` past it.
+fn take_leb128(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn rebuild(kind: u64, token: String, choice: Option<u32>) -> StreamEvent {
     if kind == REASONING {
         return StreamEvent::Reasoning { token, choice };
     }
@@ -251,41 +328,38 @@ pub(super) mod tests {
         }
         assert_eq!(events.len(), sizes.len());
         assert!(events.get(events.len()).is_none());
-        // The text of trimmed deltas does not pile up.
-        let live: usize = (first..1_000)
-            .map(|seq| match sample(seq) {
-                StreamEvent::Token { token, .. } | StreamEvent::Reasoning { token, .. } => {
-                    token.len()
-                }
-                _ => 0,
-            })
-            .sum();
+        // The bytes of dropped records do not pile up: what is left before
+        // the oldest mark is less than what follows it.
+        let mut live = Records::default();
+        for seq in (first / STRIDE as usize * STRIDE as usize)..1_000 {
+            live.push(sample(seq));
+        }
         assert!(
-            events.text.len() <= 2 * live + 16,
-            "{} for {live}",
-            events.text.len()
+            events.bytes.len() < 2 * live.bytes.len(),
+            "{} for {}",
+            events.bytes.len(),
+            live.bytes.len()
         );
     }
 
     #[test]
-    fn offsets_that_wrap_and_choices_that_do_not_fit_lose_nothing() {
-        // As if this log had been given 4 GiB of text and 4 billion other
-        // events already.
-        let mut events = Records {
-            text_start: (1 << 32) - 5,
-            others_start: u32::MAX - 1,
-            ..Records::default()
-        };
-        let given: Vec<StreamEvent> = (0..40)
+    fn any_choice_and_any_length_of_text_lose_nothing() {
+        let long = "é".repeat(40_000);
+        let given: Vec<StreamEvent> = (0..200)
             .map(|i| match i % 4 {
                 0 => StreamEvent::Token {
                     token: format!("far{i}"),
                     refusal: false,
                     choice: Some(u32::MAX),
                 },
+                1 => StreamEvent::Reasoning {
+                    token: long[..2 * (i % 97) * 200].to_owned(),
+                    choice: Some(0),
+                },
                 _ => sample(i),
             })
             .collect();
+        let mut events = Records::default();
         let mut first = 0;
         for (i, event) in given.iter().enumerate() {
             let size = event.size();
@@ -301,11 +375,27 @@ pub(super) mod tests {
         for (index, event) in given[first..].iter().enumerate() {
             assert_eq!(events.get(index).as_ref().map(json), Some(json(event)));
         }
+        while events.pop_front().is_some() {}
+        assert_eq!((events.len(), events.get(0).map(|e| json(&e))), (0, None));
+        events.push(sample(3));
+        assert_eq!(events.get(0).as_ref().map(json), Some(json(&sample(3))));
     }
 
     #[test]
-    fn a_kept_text_delta_is_12_bytes_plus_its_text() {
-        assert_eq!(std::mem::size_of::<Record>(), 12);
+    fn a_short_text_delta_costs_one_byte_beside_its_text() {
+        let mut events = Records::default();
+        let mut text = 0;
+        for i in 0..150 {
+            let token = format!("w{i} ");
+            text += token.len();
+            events.push(StreamEvent::Token {
+                token,
+                refusal: false,
+                choice: None,
+            });
+        }
+        assert_eq!(events.bytes.len(), text + 150);
+        assert_eq!(events.marks.len(), 5);
     }
 
     #[test]
