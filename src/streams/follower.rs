@@ -237,11 +237,11 @@ mod tests {
     use futures_util::task::AtomicWaker;
     use tokio::sync::Notify;
     use tokio::time::Instant;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::streams::generation::Pump;
     use crate::streams::records::tests::sample;
+    use crate::streams::signals::Signals;
     use crate::streams::{Caller, StreamId};
 
     /// A generation with no upstream behind it, as `Ticket::start` builds one.
@@ -259,9 +259,7 @@ mod tests {
             pump: Mutex::new(Pump::new(None)),
             task: AtomicWaker::new(),
             listeners_changed: Notify::new(),
-            stop: CancellationToken::new(),
-            abandon: CancellationToken::new(),
-            ended: CancellationToken::new(),
+            signals: Signals::default(),
             running: Mutex::new(None),
         });
         generation.append(sample(0));

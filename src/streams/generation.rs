@@ -19,9 +19,9 @@ use std::time::Duration;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 
 use super::log::{Driver, Log, wake_followers};
+use super::signals::{Signal, Signals};
 use super::{Caller, Chat, Registry, Running, Source, StreamId, chats};
 use crate::event::{ErrorCode, FinishReason, StreamEvent};
 use crate::lock::lock;
@@ -58,13 +58,10 @@ pub(crate) struct Generation {
     pub(super) task: AtomicWaker,
     /// Wakes the task when the last listener leaves or one comes back.
     pub(super) listeners_changed: Notify,
-    /// `DELETE`: stop now.
-    pub(super) stop: CancellationToken,
-    /// The only client left for good: stop now, without a grace period.
-    pub(super) abandon: CancellationToken,
-    /// Fired once the log is complete, for readers that do not wait on
+    /// `DELETE` or the only client gone for good: stop now, without a
+    /// grace period; and the log complete, for readers that do not wait on
     /// every event (the Redis mirror).
-    pub(super) ended: CancellationToken,
+    pub(super) signals: Signals,
     pub(super) running: Mutex<Option<Running>>,
 }
 
@@ -126,13 +123,13 @@ impl Generation {
 
     /// `DELETE`: followers get `finish` with `cancelled`.
     pub(crate) fn stop(&self) {
-        self.stop.cancel();
+        self.signals.raise(Signal::Stop);
     }
 
     /// Ends the generation now because its client left and will not come
     /// back (no grace period); counted as `client_gone`.
     pub(crate) fn abandon(&self) {
-        self.abandon.cancel();
+        self.signals.raise(Signal::Abandon);
     }
 
     /// Reads the upstream to its end (unless a follower does), and keeps
@@ -142,10 +139,10 @@ impl Generation {
         let interrupted = WhenWoken::new(async {
             tokio::select! {
                 biased;
-                () = self.stop.cancelled() => Cancellation::Stopped,
+                () = self.signals.raised(Signal::Stop) => Cancellation::Stopped,
                 () = self.registry.shutdown.cancelled() => Cancellation::Shutdown,
                 () = self.abandoned(config.grace) => Cancellation::Abandoned,
-                () = self.abandon.cancelled() => Cancellation::Abandoned,
+                () = self.signals.raised(Signal::Abandon) => Cancellation::Abandoned,
             }
         });
         tokio::pin!(interrupted);
@@ -450,7 +447,7 @@ impl Generation {
         // Nothing grows a finished log; it is kept for the TTL as it is.
         log.records.shrink_to_fit();
         wake_followers(log);
-        self.ended.cancel();
+        self.signals.raise(Signal::Ended);
     }
 
     fn forget(&self) {

@@ -21,6 +21,7 @@ mod generation;
 mod log;
 mod owner;
 mod records;
+mod signals;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,6 +48,7 @@ pub(crate) use self::generation::Generation;
 use self::generation::Pump;
 use self::log::Log;
 pub(crate) use self::owner::{Caller, KeyId, Owner};
+use self::signals::Signals;
 
 /// The upstream side of a generation: batches of events a provider has
 /// already translated from its dialect, ending with a terminal event.
@@ -272,9 +274,7 @@ impl Ticket {
             pump: Mutex::new(Pump::new(Some(source))),
             task: AtomicWaker::new(),
             listeners_changed: Notify::new(),
-            stop: CancellationToken::new(),
-            abandon: CancellationToken::new(),
-            ended: CancellationToken::new(),
+            signals: Signals::default(),
             running: Mutex::new(Some(permit)),
         });
         generation.append(StreamEvent::Start {

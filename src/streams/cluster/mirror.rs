@@ -24,6 +24,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use super::link::{Backoff, RedisFailure};
 use super::stored::{Pending, Place};
 use super::{COMMAND_TIMEOUT, Cluster, HEARTBEAT, Keys, chat_key, expiry, owner_tag};
+use crate::streams::signals::Signal;
 use crate::streams::{Caller, Entry, Generation};
 
 /// Most events in one entry.
@@ -175,7 +176,7 @@ impl Mirror {
                 continue;
             }
             tokio::select! {
-                () = self.generation.ended.cancelled() => return Ok(drain(&mut copy.pending, log)),
+                () = self.generation.signals.raised(Signal::Ended) => return Ok(drain(&mut copy.pending, log)),
                 () = self.generation.listeners_changed.notified() => {}
                 _ = tick.tick() => loop {
                     let then = drain(&mut copy.pending, log);
