@@ -1,9 +1,9 @@
 //! The three things a generation is told once in its life: stop, its only
 //! client left for good, and its log is complete.
 //!
-//! A `CancellationToken` for each is an allocation of its own (about 128
-//! bytes with its tree node) to hold one flag, and every open stream holds
-//! a generation. Here they are bits of one word beside one `Notify`, inside
+//! A `CancellationToken` for each is an allocation of its own (its tree
+//! node, 112 bytes) to hold one flag, and every open stream holds a
+//! generation. Here they are bits of one byte beside one `Notify`, inside
 //! the generation itself.
 
 use std::pin::pin;
