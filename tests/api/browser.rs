@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use chromiumoxide::browser::{Browser as Chromium, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
-use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchMouseEventParams, DispatchMouseEventType, InsertTextParams, MouseButton,
+};
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::page::ScreenshotParams;
@@ -657,9 +659,46 @@ impl ChatPage {
             .await;
     }
 
+    /// Clicks the middle of `selector`, as a person does: the button goes
+    /// down and up there, after the element is scrolled into view if it is
+    /// not wholly in it.
+    ///
+    /// Each step answers without waiting for a frame to be drawn: the usual
+    /// way (an `IntersectionObserver` to see whether to scroll, a mouse move
+    /// first) waits for the renderer's next frame, and on a busy machine
+    /// headless Chromium can go longer than [`WAIT`] without one.
     pub(crate) async fn click(&self, selector: &str) {
-        let element = self.element(selector).await;
-        answered(&format!("click {selector}"), element.click()).await;
+        let js = format!(
+            "(() => {{
+                const element = document.querySelector({});
+                if (!element) return null;
+                const box = () => element.getBoundingClientRect();
+                const {{ top, left, bottom, right }} = box();
+                if (top < 0 || left < 0 || bottom > innerHeight || right > innerWidth)
+                    element.scrollIntoView({{ block: 'center', inline: 'center', behavior: 'instant' }});
+                const {{ x, y, width, height }} = box();
+                return width > 0 && height > 0 ? [x + width / 2, y + height / 2] : null;
+            }})()",
+            json!(selector)
+        );
+        let Some([x, y]): Option<[f64; 2]> = self.eval(&js).await else {
+            panic!("click {selector}: there is no such element, or it is not shown");
+        };
+        for (event, step) in [
+            (DispatchMouseEventType::MousePressed, "press"),
+            (DispatchMouseEventType::MouseReleased, "release"),
+        ] {
+            let params = DispatchMouseEventParams::builder()
+                .r#type(event)
+                .x(x)
+                .y(y)
+                .button(MouseButton::Left)
+                .click_count(1)
+                .build()
+                .unwrap_or_else(|error| panic!("mouse event: {error}"));
+            self.execute(&format!("{step} the mouse button on {selector}"), params)
+                .await;
+        }
     }
 
     /// Types `text` where the focus is. insertText is what an IME or a
