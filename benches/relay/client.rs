@@ -90,12 +90,14 @@ impl Request {
         }
     }
 
-    /// A follower of tokenrelay's generation `stream_id` from its first
-    /// token on: after event 0, the `start`, which only its first client reads.
+    /// A follower of `stream_id` from its first token on, speaking `via`:
+    /// for tokenrelay's generation after event 0, the `start`, which only its
+    /// first client reads; the broadcast takes any id and sends every chunk.
     pub fn follow(
         addr: SocketAddr,
         stream_id: &str,
         attach: Attach,
+        via: Via,
         expect: Expect,
         timeout: Duration,
     ) -> Self {
@@ -108,7 +110,7 @@ impl Request {
         );
         Self {
             addr,
-            via: Via::Tokenrelay,
+            via,
             bytes: Bytes::from(bytes),
             expect,
             timeout,

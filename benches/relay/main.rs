@@ -847,8 +847,9 @@ async fn parser(bench: &Bench) -> Result<Vec<Row>, String> {
 /// token on, by `followers` more attached through
 /// `GET /api/chat/{id}/events` (half with `Last-Event-ID`, half with
 /// `?last_event_id=`), every one checked token by token: what a shared
-/// answer costs per token delivered to a follower. Only tokenrelay has
-/// followers, so no reference runs it.
+/// answer costs per token delivered to a follower. The byte pipe's
+/// counterpart for fan-out (`broadcast`) runs the same load beside it: what
+/// delivering each token to each follower costs with nothing parsed.
 async fn fanout(bench: &Bench) -> Result<Row, String> {
     let followers = bench.scaled(500, 500);
     let load = Load {
@@ -857,11 +858,41 @@ async fn fanout(bench: &Bench) -> Result<Row, String> {
     };
     say("    direct");
     let (direct, direct_spent) = drive(bench.upstream, Via::OpenAi, &load, None, None).await;
-    say(&format!("    through tokenrelay, {followers} followers"));
-    let mut proxy = Proxy::start(&bench.launch, Relay::Tokenrelay, bench.upstream).await?;
+    let mut run = Run {
+        direct,
+        relayed: Vec::new(),
+    };
+    let mut follower_tokens = Vec::new();
+    for relay in [Relay::Tokenrelay, Relay::Broadcast] {
+        say(&format!("    through {}, {followers} followers", relay.name()));
+        let (side, mut spent, tokens) = fan_out(bench, relay, &load, followers).await?;
+        spent.direct_load_cpu = direct_spent.direct_load_cpu;
+        run.relayed.push((relay, side, spent));
+        follower_tokens.push((relay, tokens));
+    }
+    Ok(Row::new(
+        "fanout",
+        &format!("one generation of 100 tokens 20 ms apart, {followers} followers"),
+        &run,
+        true,
+        Targets::default(),
+    )
+    .fanout(&run, &follower_tokens, 8.0))
+}
+
+/// One generation through `relay`, led by one client and followed by
+/// `followers`: their outcomes (the leader's last), what the relay spent,
+/// and how many tokens reached the followers.
+async fn fan_out(
+    bench: &Bench,
+    relay: Relay,
+    load: &Load,
+    followers: usize,
+) -> Result<(Side, Spent, u64), String> {
+    let mut proxy = Proxy::start(&bench.launch, relay, bench.upstream).await?;
     let leader = Request::new(
         proxy.addr,
-        Via::Tokenrelay,
+        relay.via(),
         &load.model,
         load.expect,
         load.timeout,
@@ -870,7 +901,6 @@ async fn fanout(bench: &Bench) -> Result<Row, String> {
     // A whole generation first, so that the measured one is not the first.
     client::stream(&leader, &open).await;
     let mut spent = Spent {
-        direct_load_cpu: direct_spent.direct_load_cpu,
         baseline_kib: proxy.rss_kib(),
         ..Spent::default()
     };
@@ -888,7 +918,7 @@ async fn fanout(bench: &Bench) -> Result<Row, String> {
     };
     let id = id
         .await
-        .map_err(|_| "the generation's response named no x-stream-id".to_owned())?;
+        .map_err(|_| format!("{}'s response named no x-stream-id", relay.name()))?;
     let tasks: Vec<_> = (0..followers)
         .map(|i| {
             let attach = if i % 2 == 0 {
@@ -896,7 +926,14 @@ async fn fanout(bench: &Bench) -> Result<Row, String> {
             } else {
                 Attach::Query
             };
-            let request = Request::follow(proxy.addr, &id, attach, load.expect, load.timeout);
+            let request = Request::follow(
+                proxy.addr,
+                &id,
+                attach,
+                relay.via(),
+                load.expect,
+                load.timeout,
+            );
             let open = Arc::clone(&open);
             tokio::spawn(async move { client::stream(&request, &open).await })
         })
@@ -918,18 +955,7 @@ async fn fanout(bench: &Bench) -> Result<Row, String> {
         spent.proxy(&before, &after);
     }
     proxy.stop();
-    let run = Run {
-        direct,
-        relayed: vec![(Relay::Tokenrelay, Side { outcomes, wall }, spent)],
-    };
-    Ok(Row::new(
-        "fanout",
-        &format!("one generation of 100 tokens 20 ms apart, {followers} followers"),
-        &run,
-        true,
-        Targets::default(),
-    )
-    .fanout(follower_tokens, 8.0))
+    Ok((Side { outcomes, wall }, spent, follower_tokens))
 }
 
 /// Burst and paced with `REDIS_URL` pointing at a real `redis-server`,

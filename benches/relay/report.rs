@@ -335,15 +335,25 @@ impl Row {
         row
     }
 
-    /// Fan-out: CPU per token delivered to a follower (`follower_tokens`
-    /// of them), not per token of every reader, held to `limit_us`.
-    pub fn fanout(mut self, follower_tokens: u64, limit_us: f64) -> Self {
-        let every_reader = self.tokens as f64;
-        self.cpu_us = self
-            .cpu_us
-            .map(|cpu| cpu * every_reader / follower_tokens.max(1) as f64);
-        self.extra
-            .push(("follower_tokens".to_owned(), follower_tokens as f64, ""));
+    /// Fan-out: each relay's CPU per token delivered to a follower (how
+    /// many reached them, relay by relay, in `follower_tokens`), not per
+    /// token of every reader; tokenrelay's held to `limit_us`.
+    pub fn fanout(mut self, run: &Run, follower_tokens: &[(Relay, u64)], limit_us: f64) -> Self {
+        for (relay, tokens) in follower_tokens {
+            let Some((_, _, spent)) = run.relayed.iter().find(|(r, _, _)| r == relay) else {
+                continue;
+            };
+            let cpu = cpu_per_token(spent, *tokens);
+            if *relay == Relay::Tokenrelay {
+                self.cpu_us = cpu;
+                self.extra
+                    .push(("follower_tokens".to_owned(), *tokens as f64, ""));
+            } else if let Some(reference) =
+                self.references.iter_mut().find(|r| r.name == relay.name())
+            {
+                reference.cpu_us = cpu;
+            }
+        }
         self.targets.cpu_us = Some(limit_us);
         self.check();
         self
@@ -403,6 +413,17 @@ impl Row {
 
     fn reference(&self, name: &str) -> Option<&Reference> {
         self.references.iter().find(|r| r.name == name)
+    }
+
+    /// The reference that parses nothing: the pipe, or where followers
+    /// read one answer, its counterpart the broadcast.
+    fn floor(&self) -> &'static str {
+        let broadcast = Relay::Broadcast.name();
+        if self.reference(broadcast).is_some() {
+            broadcast
+        } else {
+            Relay::Pipe.name()
+        }
     }
 
     fn added(&self) -> Option<Ttft> {
@@ -631,7 +652,8 @@ impl Report {
             )
         };
         for row in &self.rows {
-            // No reference has followers or Redis: those rows have no multiple.
+            // No reference has Redis: those rows have no multiple. Fan-out's
+            // floor is the broadcast, in the pipe's column.
             let multiple = |name| match row.reference(name) {
                 Some(_) => opt(row.cpu_multiple(name), 2, "×"),
                 None => "—".to_owned(),
@@ -653,7 +675,7 @@ impl Report {
                 opt(row.writes_per_token, 2, ""),
                 opt(row.kib_per_stream, 1, ""),
                 multiple("naive"),
-                multiple("pipe"),
+                multiple(row.floor()),
             );
         }
         let _ = writeln!(
@@ -774,10 +796,12 @@ impl Report {
                     "kib_per_open_stream": row.kib_per_stream,
                     "memory": row.memory,
                     // Absent (null) where no reference runs the scenario.
-                    "cpu_multiple_of": (!row.references.is_empty()).then(|| json!({
-                        "naive": row.cpu_multiple("naive"),
-                        "pipe": row.cpu_multiple("pipe"),
-                    })),
+                    "cpu_multiple_of": (!row.references.is_empty()).then(|| {
+                        row.references
+                            .iter()
+                            .map(|r| (r.name.to_owned(), json!(row.cpu_multiple(r.name))))
+                            .collect::<serde_json::Map<String, Value>>()
+                    }),
                     "references": row.references.iter().map(|r| {
                         (r.name.to_owned(), json!({
                             "streams": r.streams,
@@ -955,9 +979,11 @@ impl Report {
                 ));
             } else if row.name == "fanout" {
                 notes.push(format!(
-                    "fanout: {} per token delivered to a follower ({})",
+                    "fanout: {} per token delivered to a follower ({}), {} the broadcast's {}",
                     opt(row.cpu_us, 1, " µs"),
-                    row.what
+                    row.what,
+                    opt(row.cpu_multiple("broadcast"), 2, "×"),
+                    opt(row.reference("broadcast").and_then(|r| r.cpu_us), 1, " µs"),
                 ));
             }
         }

@@ -210,7 +210,7 @@ async fn read_request(tcp: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<O
     Ok(Some(request))
 }
 
-fn content_length(head: &[u8]) -> usize {
+pub fn content_length(head: &[u8]) -> usize {
     let head = String::from_utf8_lossy(head).to_ascii_lowercase();
     head.split("\r\n")
         .find_map(|line| line.strip_prefix("content-length:"))
