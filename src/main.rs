@@ -49,9 +49,14 @@ async fn main() -> ExitCode {
         Ok(addr) => tracing::info!(%addr, "tokenrelay is listening"),
         Err(error) => return fail(&error),
     }
-    match serve(listener, state, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(&error),
+    // On a worker, not on this thread: `main` is outside the runtime's
+    // workers, so accepting here would cost every connection two thread
+    // switches (the worker that sees the listener ready wakes this thread,
+    // which wakes a worker for the connection) before its request is read.
+    match tokio::spawn(serve(listener, state, shutdown)).await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(error)) => fail(&error),
+        Err(error) => fail(&format!("the server stopped: {error}")),
     }
 }
 

@@ -60,22 +60,21 @@ impl ChatRequest {
     }
 
     fn from_fields(mut fields: Map<String, Value>) -> Result<Self, Error> {
-        let messages = match (fields.remove("prompt"), fields.get("messages")) {
+        // Messages are checked where they are, not copied: they are most of
+        // a long conversation's body.
+        match (fields.remove("prompt"), fields.get("messages")) {
             (Some(_), Some(_)) => {
                 return Err(invalid("give either `messages` or `prompt`, not both"));
             }
             (Some(Value::String(prompt)), None) if !prompt.trim().is_empty() => {
-                json!([{"role": "user", "content": prompt}])
+                let messages = json!([{"role": "user", "content": prompt}]);
+                fields.insert("messages".to_owned(), messages);
             }
             (Some(Value::String(_)), None) => return Err(invalid("`prompt` must not be empty")),
             (Some(_), None) => return Err(invalid("`prompt` must be a string")),
-            (None, Some(messages)) => {
-                validate_messages(messages)?;
-                messages.clone()
-            }
+            (None, Some(messages)) => validate_messages(messages)?,
             (None, None) => return Err(invalid("`messages` is required (or `prompt`)")),
-        };
-        fields.insert("messages".to_owned(), messages);
+        }
         let model = match fields.remove("model") {
             None | Some(Value::Null) => None,
             Some(Value::String(model)) if !model.trim().is_empty() => Some(model),

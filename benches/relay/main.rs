@@ -864,7 +864,10 @@ async fn fanout(bench: &Bench) -> Result<Row, String> {
     };
     let mut follower_tokens = Vec::new();
     for relay in [Relay::Tokenrelay, Relay::Broadcast] {
-        say(&format!("    through {}, {followers} followers", relay.name()));
+        say(&format!(
+            "    through {}, {followers} followers",
+            relay.name()
+        ));
         let (side, mut spent, tokens) = fan_out(bench, relay, &load, followers).await?;
         spent.direct_load_cpu = direct_spent.direct_load_cpu;
         run.relayed.push((relay, side, spent));

@@ -81,7 +81,9 @@ impl Relay {
 /// until the process is killed.
 pub fn serve(args: &[String]) -> Result<(), String> {
     let [name, listen, upstream] = args else {
-        return Err(format!("usage: {SERVE} naive|pipe|broadcast LISTEN UPSTREAM"));
+        return Err(format!(
+            "usage: {SERVE} naive|pipe|broadcast LISTEN UPSTREAM"
+        ));
     };
     let relay = Relay::parse(name).ok_or_else(|| format!("no reference relay `{name}`"))?;
     let parse = |addr: &str| {
@@ -244,7 +246,11 @@ async fn fan_out(
     let end = read_head(&mut server, &mut body).await?;
     // The id a follower names, as tokenrelay's `x-stream-id`; any will do.
     let status_line = find(&body, b"\r\n").map_or(end, |at| at + 2);
-    let head = [&body[..status_line], b"x-stream-id: fan\r\n", &body[status_line..end]];
+    let head = [
+        &body[..status_line],
+        b"x-stream-id: fan\r\n",
+        &body[status_line..end],
+    ];
     client.write_all(&head.concat()).await?;
     body.drain(..end);
     loop {
@@ -332,4 +338,3 @@ fn next_chunk(body: &mut Vec<u8>) -> io::Result<Option<(Bytes, bool)>> {
     body.drain(..end);
     Ok(Some((chunk, size == 0)))
 }
-
