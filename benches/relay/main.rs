@@ -1,7 +1,8 @@
 //! What tokenrelay adds to a token stream, measured: the same load run
 //! straight against a fake upstream, through the real release binary, and
-//! through two reference relays — a naive one and a byte pipe — side by
-//! side, each relay alone on the same core.
+//! through two reference relays — a naive one and a byte pipe, or for
+//! fan-out the pipe's counterpart, a broadcast — side by side, each relay
+//! alone on the same core.
 //!
 //! ```sh
 //! cargo bench --bench relay                  # every scenario, a few minutes
@@ -103,7 +104,8 @@ const USAGE: &str =
 
 Runs each named scenario (all by default) directly against a fake upstream,
 through tokenrelay and through the naive and byte-pipe reference relays
-(fanout and redis: tokenrelay only; the 1 MiB line: not the naive relay;
+(fanout: tokenrelay and the broadcast; redis: tokenrelay only; the 1 MiB
+line: not the naive relay;
 redis needs redis-server on the PATH),
 prints a table, and writes target/bench/results.json
 and target/bench/chart.svg; a full run of every scenario also updates

@@ -147,7 +147,7 @@ pub struct Row {
     pub writes_per_token: Option<f64>,
     pub memory: Option<Value>,
     /// The reference relays' figures for the same load; none where the
-    /// scenario is tokenrelay's alone (followers, Redis).
+    /// scenario is tokenrelay's alone (Redis).
     pub references: Vec<Reference>,
     /// Figures only this scenario has: name, value, unit.
     pub extra: Vec<(String, f64, &'static str)>,
