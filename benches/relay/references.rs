@@ -104,7 +104,9 @@ pub fn serve(args: &[String]) -> Result<(), String> {
         match relay {
             Relay::Naive => naive(listener, upstream).await,
             Relay::Broadcast => broadcast(listener, upstream).await,
-            Relay::Pipe | Relay::Tokenrelay => pipe(listener, upstream).await,
+            Relay::Pipe => pipe(listener, upstream).await,
+            // `parse` finds only the references.
+            Relay::Tokenrelay => Err("tokenrelay is not a reference relay".to_owned()),
         }
     })
 }
