@@ -48,6 +48,7 @@ mod surfaces;
 mod woken;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -58,6 +59,12 @@ pub use state::AppState;
 /// The whole application as a router.
 pub fn app(state: AppState) -> Router {
     http::router(state, surfaces::router())
+}
+
+/// A listener on `addr` for [`serve`], with a listen backlog sized for a
+/// storm of connections rather than tokio's default.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    server::bind(addr)
 }
 
 /// Serves (over HTTPS when `TLS_CERT_FILE` is set) until `shutdown`

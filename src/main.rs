@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use tokenrelay::config::{DotEnv, check_name};
-use tokenrelay::{AppState, Config, serve, telemetry};
+use tokenrelay::{AppState, Config, bind, serve, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
+    let listener = match bind(config.listen_addr) {
         Ok(listener) => listener,
         Err(error) => return fail(&format!("cannot listen on {}: {error}", config.listen_addr)),
     };
@@ -49,14 +49,15 @@ async fn main() -> ExitCode {
         Ok(addr) => tracing::info!(%addr, "tokenrelay is listening"),
         Err(error) => return fail(&error),
     }
-    // On a worker, not on this thread: `main` is outside the runtime's
-    // workers, so accepting here would cost every connection two thread
-    // switches (the worker that sees the listener ready wakes this thread,
-    // which wakes a worker for the connection) before its request is read.
-    match tokio::spawn(serve(listener, state, shutdown)).await {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(error)) => fail(&error),
-        Err(error) => fail(&format!("the server stopped: {error}")),
+    // Here, on `main`'s own thread, not as a task on a worker: in a storm
+    // of connections the workers' run queues hold thousands of ready tasks,
+    // and an accept loop queued behind them let the listen backlog overflow
+    // (the kernel then drops connections, or resets them when a SYN cookie
+    // fails). This thread gets its turn from the OS scheduler instead, at
+    // the price of a thread switch per connection (README, Performance).
+    match serve(listener, state, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
     }
 }
 

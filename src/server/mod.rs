@@ -25,6 +25,7 @@ pub(crate) mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +39,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -72,6 +73,26 @@ pub(crate) struct Limits {
     /// peer has to answer before it is taken for dead and closed.
     pub http2_ping_interval: Duration,
     pub http2_ping_timeout: Duration,
+}
+
+/// Connections the kernel may queue for us before `accept`. tokio's own
+/// `bind` asks for 1024, which overflowed when thousands of clients came at
+/// once (every open page reconnecting after a restart): the kernel then
+/// drops their SYNs, and resets a connection whose SYN cookie fails. The
+/// kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// A listener on `addr` with room for [`LISTEN_BACKLOG`] connections.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As tokio's `bind` does, so a restart need not wait out TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A TLS record carrying a handshake starts with this byte; a client that
@@ -194,7 +215,7 @@ impl Connection {
     async fn serve(
         self,
         tcp: TcpStream,
-        peer: std::net::SocketAddr,
+        peer: SocketAddr,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let deadline = Instant::now() + self.limits.request_timeout;
         match self.acceptor.clone() {
@@ -217,7 +238,7 @@ impl Connection {
         acceptor: TlsAcceptor,
         tcp: TcpStream,
         deadline: Instant,
-        peer: std::net::SocketAddr,
+        peer: SocketAddr,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let Some(tls) = self.opening(deadline, handshake(acceptor, tcp)).await else {
             return Ok(());
@@ -251,7 +272,7 @@ impl Connection {
         io: I,
         is_http2: bool,
         deadline: Instant,
-        peer: std::net::SocketAddr,
+        peer: SocketAddr,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
