@@ -9,6 +9,7 @@
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -98,7 +99,10 @@ impl Proxy {
             .envs(launch.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log_err);
+            .stderr(log_err)
+            // Its own process group, so that signals reach the relay under
+            // a wrapper that forks it (`perf record`) and not only the wrapper.
+            .process_group(0);
         let name = relay.name();
         let child = command
             .spawn()
@@ -142,27 +146,39 @@ impl Proxy {
     /// Ends it with SIGTERM, as a supervisor would, so a wrapper such as
     /// callgrind gets to write its profile; SIGKILL after 20 s.
     pub fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self.signal("TERM");
         for _ in 0..400 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
+                // A wrapper may end before the relay it forked.
+                self.signal("KILL");
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
+        self.kill();
+    }
+
+    /// Sends SIGKILL to its whole process group and reaps it.
+    fn kill(&mut self) {
+        self.signal("KILL");
         let _ = self.child.wait();
+    }
+
+    /// Sends `signal` to every process of its group (the relay, and the
+    /// wrapper around it if any).
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), "--", &format!("-{}", self.pid)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.kill();
         }
     }
 }
