@@ -617,9 +617,10 @@ impl ChatPage {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "waited {WAIT:?} for {what}; the answer is {:?}, the error {:?}",
+                    "waited {WAIT:?} for {what}; the answer is {:?}, the error {:?}; {}",
                     self.answer_text().await,
-                    self.error_text().await
+                    self.error_text().await,
+                    self.circumstances().await
                 );
             }
             tokio::time::sleep(POLL).await;
@@ -765,6 +766,25 @@ impl ChatPage {
     pub(crate) async fn answer_text(&self) -> String {
         self.eval(&format!(
             "{LAST_ANSWER}?.querySelector('[data-testid=answer]').textContent ?? ''"
+        ))
+        .await
+    }
+
+    /// What a wait that ran out needs said beside the answer: whether the
+    /// tab is shown and focused, the newest answer's state, and when each
+    /// request to `/api/` started, answered and ended in the page's own
+    /// clock (a request still open has no entry yet).
+    async fn circumstances(&self) -> String {
+        self.eval(&format!(
+            "JSON.stringify({{
+                now: Math.round(performance.now()),
+                visibility: document.visibilityState,
+                focused: document.hasFocus(),
+                state: {LAST_ANSWER}?.dataset.state ?? null,
+                requests: performance.getEntriesByType('resource')
+                    .filter((entry) => entry.name.includes('/api/'))
+                    .map((entry) => [new URL(entry.name).pathname, Math.round(entry.startTime), Math.round(entry.responseStart), Math.round(entry.responseEnd)]),
+            }})"
         ))
         .await
     }
