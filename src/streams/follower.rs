@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 
 use super::generation::{Generation, Turn};
+use super::records::Kept;
 use crate::event::{ErrorCode, StreamEvent};
 use crate::lock::lock;
 
@@ -133,7 +134,11 @@ impl Stream for Follower {
                 return Poll::Ready(Some(Entry::Gap { first_kept }));
             }
             let index = (this.next - log.first_seq) as usize;
-            if let Some(event) = log.records.get(index) {
+            if let Some(kept) = log.records.get(index) {
+                let event = match kept {
+                    Kept::Event(event) => event,
+                    Kept::Start => this.generation.start_event(),
+                };
                 if let Some((seq, at)) = log.first_token {
                     if seq == this.next && !log.first_token_relayed {
                         log.first_token_relayed = true;

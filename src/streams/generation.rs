@@ -139,10 +139,12 @@ impl Generation {
         let interrupted = WhenWoken::new(async {
             tokio::select! {
                 biased;
-                () = self.signals.raised(Signal::Stop) => Cancellation::Stopped,
+                signal = self.signals.first_of(&[Signal::Stop, Signal::Abandon]) => match signal {
+                    Signal::Stop => Cancellation::Stopped,
+                    _ => Cancellation::Abandoned,
+                },
                 () = self.registry.shutdown.cancelled() => Cancellation::Shutdown,
                 () = self.abandoned(config.grace) => Cancellation::Abandoned,
-                () = self.signals.raised(Signal::Abandon) => Cancellation::Abandoned,
             }
         });
         tokio::pin!(interrupted);
@@ -404,8 +406,35 @@ impl Generation {
         wake_followers(log);
     }
 
+    /// Opens the log with the generation's `start`, kept as a mark alone
+    /// and rebuilt by [`Generation::start_event`] for whoever reads it.
+    pub(super) fn append_start(&self) {
+        // The id is written as two hex digits a byte.
+        let fields = 2 * std::mem::size_of::<StreamId>()
+            + self.model.len()
+            + self.upstream.as_ref().map_or(0, String::len);
+        let mut log = lock(&self.log);
+        let size = log.records.push_start(StreamEvent::size_holding(fields));
+        self.count(&mut log, size);
+        wake_followers(log);
+    }
+
+    /// The `start` event, which the log keeps only a mark of.
+    pub(super) fn start_event(&self) -> StreamEvent {
+        StreamEvent::Start {
+            stream_id: self.id.to_string(),
+            model: self.model.clone(),
+            upstream: self.upstream.clone(),
+        }
+    }
+
     fn keep(&self, log: &mut Log, event: StreamEvent) {
         let size = log.records.push(event);
+        self.count(log, size);
+    }
+
+    /// Counts `size` more bytes against the log's bounds, trimming to them.
+    fn count(&self, log: &mut Log, size: usize) {
         log.bytes += size;
         self.registry.total_bytes.fetch_add(size, Ordering::Relaxed);
         let lost_listener = self.trim(log);

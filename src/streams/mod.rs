@@ -277,11 +277,7 @@ impl Ticket {
             signals: Signals::default(),
             running: Mutex::new(Some(permit)),
         });
-        generation.append(StreamEvent::Start {
-            stream_id: id.to_string(),
-            model: model.to_owned(),
-            upstream: upstream.map(str::to_owned),
-        });
+        generation.append_start();
         lock(&registry.generations).insert(id, Arc::clone(&generation));
         let follower = generation.follow(0);
         if let Some(mirror) = &registry.mirror {

@@ -39,6 +39,9 @@ pub(super) struct Records {
     others: VecDeque<Box<StreamEvent>>,
     /// Whether the newest record is one of `others`.
     last_is_other: bool,
+    /// What the log's `start` counts for against its bounds; see
+    /// [`Records::push_start`].
+    start_size: usize,
 }
 
 /// A record's position, and how many others came before it, both counted
@@ -79,6 +82,18 @@ impl Header {
     }
 }
 
+/// The header of the generation's `start`: an other without a place in
+/// `others`, told apart by a length no other's header has.
+const START: u64 = 1 << LEN_SHIFT | OTHER;
+
+/// A kept event, as [`Records::get`] gives it back.
+#[derive(Debug)]
+pub(super) enum Kept {
+    Event(StreamEvent),
+    /// The generation's `start`, which it rebuilds from its own fields.
+    Start,
+}
+
 /// One record read back: where it ends, and what it holds.
 struct Read<'a> {
     end: usize,
@@ -95,13 +110,7 @@ impl Records {
     /// Keeps `event`; returns its size as the log's bounds count it.
     pub(super) fn push(&mut self, event: StreamEvent) -> usize {
         let size = event.size();
-        if (self.dropped + self.kept as u64) % STRIDE == 0 {
-            self.marks.push_back(Mark {
-                at: self.bytes_start + self.bytes.len() as u64,
-                others: self.others_dropped + self.others.len() as u64,
-            });
-        }
-        self.kept += 1;
+        self.begin_record();
         let (kind, token, choice) = match event {
             StreamEvent::Token {
                 token,
@@ -129,6 +138,28 @@ impl Records {
         size
     }
 
+    /// Keeps the generation's `start`, which counts for `size`, as a header
+    /// alone: its fields are the generation's own, and kept here again they
+    /// were four allocations in every open stream.
+    pub(super) fn push_start(&mut self, size: usize) -> usize {
+        self.begin_record();
+        put_leb128(&mut self.bytes, START);
+        self.last_is_other = false;
+        self.start_size = size;
+        size
+    }
+
+    /// Counts a new record, and marks where it begins every `STRIDE`th time.
+    fn begin_record(&mut self) {
+        if (self.dropped + self.kept as u64) % STRIDE == 0 {
+            self.marks.push_back(Mark {
+                at: self.bytes_start + self.bytes.len() as u64,
+                others: self.others_dropped + self.others.len() as u64,
+            });
+        }
+        self.kept += 1;
+    }
+
     pub(super) fn shrink_to_fit(&mut self) {
         self.bytes.shrink_to_fit();
         self.marks.shrink_to_fit();
@@ -136,7 +167,7 @@ impl Records {
     }
 
     /// A copy of the event at `index`.
-    pub(super) fn get(&self, index: usize) -> Option<StreamEvent> {
+    pub(super) fn get(&self, index: usize) -> Option<Kept> {
         if index >= self.kept {
             return None;
         }
@@ -148,17 +179,23 @@ impl Records {
         let mut others = mark.others;
         for _ in 0..seq % STRIDE {
             let read = self.read(at)?;
-            others += u64::from(read.header.kind() == OTHER);
+            others += u64::from(read.is_in_others());
             at = read.end;
         }
         let read = self.read(at)?;
-        if read.header.kind() == OTHER {
+        if read.header.0 == START {
+            return Some(Kept::Start);
+        }
+        if read.is_in_others() {
             let place = usize::try_from(others - self.others_dropped).ok()?;
-            return self.others.get(place).map(|event| (**event).clone());
+            return self
+                .others
+                .get(place)
+                .map(|event| Kept::Event((**event).clone()));
         }
         // Only a `String`'s bytes were written here, so this never fails.
         let token = std::str::from_utf8(read.text).ok()?.to_owned();
-        Some(rebuild(read.header.kind(), token, read.choice))
+        Some(Kept::Event(rebuild(read.header.kind(), token, read.choice)))
     }
 
     /// The last event, if it is not a text delta.
@@ -175,8 +212,10 @@ impl Records {
             return None;
         }
         let read = self.read(self.offset(self.front)?)?;
-        let (end, kind, len) = (read.end, read.header.kind(), read.text.len());
-        let size = if kind == OTHER {
+        let (end, len) = (read.end, read.text.len());
+        let size = if read.header.0 == START {
+            self.start_size
+        } else if read.is_in_others() {
             self.others_dropped += 1;
             self.others.pop_front()?.size()
         } else {
@@ -213,7 +252,13 @@ impl Records {
         } else {
             None
         };
-        let end = at.checked_add(header.len())?;
+        // An other's length is not text that follows it.
+        let len = if header.kind() == OTHER {
+            0
+        } else {
+            header.len()
+        };
+        let end = at.checked_add(len)?;
         let text = self.bytes.get(at..end)?;
         Some(Read {
             end,
@@ -221,6 +266,13 @@ impl Records {
             choice,
             text,
         })
+    }
+}
+
+impl Read<'_> {
+    /// Whether the record's event is kept whole in `others`.
+    fn is_in_others(&self) -> bool {
+        self.header.kind() == OTHER && self.header.0 != START
     }
 }
 
@@ -268,6 +320,13 @@ pub(super) mod tests {
 
     fn json(event: &StreamEvent) -> String {
         serde_json::to_string(event).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn kept_json(kept: Kept) -> String {
+        match kept {
+            Kept::Event(event) => json(&event),
+            Kept::Start => "start".to_owned(),
+        }
     }
 
     pub(crate) fn sample(i: usize) -> StreamEvent {
@@ -320,7 +379,7 @@ pub(super) mod tests {
             }
             for (index, seq) in (first..=i).enumerate() {
                 assert_eq!(
-                    events.get(index).as_ref().map(json),
+                    events.get(index).map(kept_json),
                     Some(json(&sample(seq))),
                     "event {seq}"
                 );
@@ -373,12 +432,12 @@ pub(super) mod tests {
         }
         assert_eq!(events.len(), given.len() - first);
         for (index, event) in given[first..].iter().enumerate() {
-            assert_eq!(events.get(index).as_ref().map(json), Some(json(event)));
+            assert_eq!(events.get(index).map(kept_json), Some(json(event)));
         }
         while events.pop_front().is_some() {}
-        assert_eq!((events.len(), events.get(0).map(|e| json(&e))), (0, None));
+        assert_eq!((events.len(), events.get(0).map(kept_json)), (0, None));
         events.push(sample(3));
-        assert_eq!(events.get(0).as_ref().map(json), Some(json(&sample(3))));
+        assert_eq!(events.get(0).map(kept_json), Some(json(&sample(3))));
     }
 
     #[test]
@@ -396,6 +455,33 @@ pub(super) mod tests {
         }
         assert_eq!(events.bytes.len(), text + 150);
         assert_eq!(events.marks.len(), 5);
+    }
+
+    #[test]
+    fn the_start_is_one_byte_and_the_events_after_it_come_back_exactly() {
+        let mut events = Records::default();
+        assert_eq!(events.push_start(99), 99);
+        // Across marks, so that every record after the start is found by
+        // counting the others before it.
+        for i in 0..70 {
+            events.push(sample(i));
+        }
+        assert!(events.last().is_none(), "the start is not an ending");
+        assert_eq!(
+            events.others.len(),
+            14,
+            "only the tool calls are kept whole"
+        );
+        assert!(matches!(events.get(0), Some(Kept::Start)));
+        for i in 0..70 {
+            assert_eq!(
+                events.get(i + 1).map(kept_json),
+                Some(json(&sample(i))),
+                "{i}"
+            );
+        }
+        assert_eq!(events.pop_front(), Some(99), "trimmed, it counts as given");
+        assert_eq!(events.get(0).map(kept_json), Some(json(&sample(0))));
     }
 
     #[test]

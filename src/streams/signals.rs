@@ -36,13 +36,21 @@ impl Signals {
 
     /// Ready once `signal` is raised, at once if it already was.
     pub(super) async fn raised(&self, signal: Signal) {
+        self.first_of(&[signal]).await;
+    }
+
+    /// Ready with the first of `wanted`, in their order, that is raised: one
+    /// future where a wait for each would take its own room in a task that
+    /// every open stream keeps.
+    pub(super) async fn first_of(&self, wanted: &[Signal]) -> Signal {
         loop {
             let mut notified = pin!(self.notify.notified());
             // Registered before the look, so that a raise just after it
             // still wakes this waiter.
             notified.as_mut().enable();
-            if self.raised.load(Ordering::Acquire) & signal as u8 != 0 {
-                return;
+            let raised = self.raised.load(Ordering::Acquire);
+            if let Some(signal) = wanted.iter().find(|signal| raised & **signal as u8 != 0) {
+                return *signal;
             }
             notified.await;
         }
@@ -73,6 +81,8 @@ mod tests {
         assert!(!ended.is_finished(), "woke for another signal");
         assert!(signals.raised(Signal::Stop).now_or_never().is_some());
         assert!(signals.raised(Signal::Ended).now_or_never().is_none());
+        let either = signals.first_of(&[Signal::Ended, Signal::Abandon]);
+        assert!(matches!(either.now_or_never(), Some(Signal::Abandon)));
 
         signals.raise(Signal::Ended);
         let woke = tokio::time::timeout(Duration::from_secs(5), ended).await;
