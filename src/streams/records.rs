@@ -10,8 +10,10 @@ use crate::event::StreamEvent;
 /// typed events (an `Arc` of 88 bytes, plus an allocation for the text)
 /// they cost about 150 bytes apiece. Here a text delta is a header of
 /// usually one byte followed by its text, back to back with the others in
-/// one buffer, and every other event is kept whole beside them. Followers
-/// get each event rebuilt, which costs what sharing a typed one saved.
+/// one buffer, the generation's `start` a header alone (its fields are the
+/// generation's), and every other event is kept whole beside them.
+/// Followers get each event rebuilt, which costs what sharing a typed one
+/// saved.
 #[derive(Debug, Default)]
 pub(super) struct Records {
     /// Every kept record, oldest first: a header (see [`Header`]), the
