@@ -409,12 +409,10 @@ impl Generation {
     /// Opens the log with the generation's `start`, kept as a mark alone
     /// and rebuilt by [`Generation::start_event`] for whoever reads it.
     pub(super) fn append_start(&self) {
-        // The id is written as two hex digits a byte.
-        let fields = 2 * std::mem::size_of::<StreamId>()
-            + self.model.len()
-            + self.upstream.as_ref().map_or(0, String::len);
+        // Counted as the event it stands for, by the one rule every event is.
+        let size = self.start_event().size();
         let mut log = lock(&self.log);
-        let size = log.records.push_start(StreamEvent::size_holding(fields));
+        let size = log.records.push_start(size);
         self.count(&mut log, size);
         wake_followers(log);
     }
