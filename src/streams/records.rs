@@ -78,6 +78,16 @@ impl Header {
         self.0 & HAS_CHOICE != 0
     }
 
+    /// Whether this is the generation's `start`, which has no event kept.
+    fn is_start(self) -> bool {
+        self.0 == START
+    }
+
+    /// Whether the record's event is kept whole in `others`.
+    fn is_in_others(self) -> bool {
+        self.kind() == OTHER && !self.is_start()
+    }
+
     fn len(self) -> usize {
         // Only lengths of text the log was given are ever written.
         usize::try_from(self.0 >> LEN_SHIFT).unwrap_or(usize::MAX)
@@ -181,14 +191,14 @@ impl Records {
         let mut others = mark.others;
         for _ in 0..seq % STRIDE {
             let read = self.read(at)?;
-            others += u64::from(read.is_in_others());
+            others += u64::from(read.header.is_in_others());
             at = read.end;
         }
         let read = self.read(at)?;
-        if read.header.0 == START {
+        if read.header.is_start() {
             return Some(Kept::Start);
         }
-        if read.is_in_others() {
+        if read.header.is_in_others() {
             let place = usize::try_from(others - self.others_dropped).ok()?;
             return self
                 .others
@@ -215,9 +225,9 @@ impl Records {
         }
         let read = self.read(self.offset(self.front)?)?;
         let (end, len) = (read.end, read.text.len());
-        let size = if read.header.0 == START {
+        let size = if read.header.is_start() {
             self.start_size
-        } else if read.is_in_others() {
+        } else if read.header.is_in_others() {
             self.others_dropped += 1;
             self.others.pop_front()?.size()
         } else {
@@ -268,13 +278,6 @@ impl Records {
             choice,
             text,
         })
-    }
-}
-
-impl Read<'_> {
-    /// Whether the record's event is kept whole in `others`.
-    fn is_in_others(&self) -> bool {
-        self.header.kind() == OTHER && self.header.0 != START
     }
 }
 
