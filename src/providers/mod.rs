@@ -65,8 +65,9 @@ pub(crate) trait Dialect: Send + Sync + fmt::Debug {
     /// The body of a streaming chat request for `model`.
     fn request_body(&self, request: ChatRequest, model: &str) -> Result<Bytes, Error>;
 
-    /// A fresh translator for one response's event stream.
-    fn translator(&self) -> Box<dyn Translate>;
+    /// One response's event stream as our batches, read through a fresh
+    /// translator of this dialect (see [`translated`]).
+    fn source(&self, events: UpstreamEvents, place: Place) -> Pin<Box<dyn Source>>;
 
     /// The upstream's model list (a JSON body) as OpenAI's
     /// `{"object": "list", "data": [{"id": ...}, ...]}`, which `/v1/models`
@@ -115,7 +116,7 @@ impl Places {
 
 /// One open request to an upstream with a `max_concurrent`.
 #[derive(Debug)]
-struct Place(Arc<Places>);
+pub(crate) struct Place(Arc<Places>);
 
 impl Drop for Place {
     fn drop(&mut self) {
@@ -167,11 +168,7 @@ impl Provider {
         let path = self.dialect.chat_path(model);
         let body = self.dialect.request_body(request, model)?;
         let events = self.transport.open(&path, body, retry).await?;
-        Ok(Box::pin(Translated {
-            events,
-            translator: self.dialect.translator(),
-            _place: place,
-        }))
+        Ok(self.dialect.source(events, place))
     }
 
     /// The upstream's own model list, in OpenAI's shape.
@@ -190,15 +187,31 @@ impl Provider {
 /// still lets its followers see a batch before the next is read.
 const MAX_EVENTS_PER_BATCH: usize = 64;
 
-/// An upstream's events as our event batches.
-struct Translated {
+/// `events` as our event batches, through `translator`. The translator is
+/// kept in the same allocation as the events, not boxed on its own: it is
+/// asked about every event, and memory of its own would be one more place
+/// to fetch from for each (README, Performance).
+fn translated<T: Translate + Unpin + 'static>(
     events: UpstreamEvents,
-    translator: Box<dyn Translate>,
+    translator: T,
+    place: Place,
+) -> Pin<Box<dyn Source>> {
+    Box::pin(Translated {
+        events,
+        translator,
+        _place: place,
+    })
+}
+
+/// An upstream's events as our event batches.
+struct Translated<T> {
+    events: UpstreamEvents,
+    translator: T,
     /// Given back when the generation drops its upstream request.
     _place: Place,
 }
 
-impl Source for Translated {
+impl<T: Translate + Unpin> Source for Translated<T> {
     fn poll_batch(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -9,16 +9,20 @@
 mod request;
 mod translate;
 
+use std::pin::Pin;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use serde::Deserialize;
 
 use self::translate::Translator;
 use super::conversation::Conversation;
-use super::{Dialect, Translate, json_body, key_header, model_list};
+use super::transport::UpstreamEvents;
+use super::{Dialect, Place, json_body, key_header, model_list, translated};
 use crate::config::Secret;
 use crate::error::Error;
 use crate::request::ChatRequest;
+use crate::streams::Source;
 
 /// The API version every request names; the stream format of SPEC §10 is
 /// this version's.
@@ -71,8 +75,8 @@ impl Dialect for Anthropic {
         json_body(&request::body(conversation, model, self.max_tokens)?)
     }
 
-    fn translator(&self) -> Box<dyn Translate> {
-        Box::new(Translator::default())
+    fn source(&self, events: UpstreamEvents, place: Place) -> Pin<Box<dyn Source>> {
+        translated(events, Translator::default(), place)
     }
 
     /// `{"data": [{"id", "created_at", ...}], "has_more", ...}`.

@@ -9,16 +9,20 @@
 mod request;
 mod translate;
 
+use std::pin::Pin;
+
 use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use serde::Deserialize;
 
 use self::translate::Translator;
 use super::conversation::Conversation;
-use super::{Dialect, Translate, json_body, key_header, model_list};
+use super::transport::UpstreamEvents;
+use super::{Dialect, Place, json_body, key_header, model_list, translated};
 use crate::config::Secret;
 use crate::error::Error;
 use crate::request::ChatRequest;
+use crate::streams::Source;
 
 /// How refusals name this API.
 const UPSTREAM: &str = "a gemini upstream";
@@ -60,8 +64,8 @@ impl Dialect for Gemini {
         json_body(&request::body(conversation)?)
     }
 
-    fn translator(&self) -> Box<dyn Translate> {
-        Box::new(Translator::default())
+    fn source(&self, events: UpstreamEvents, place: Place) -> Pin<Box<dyn Source>> {
+        translated(events, Translator::default(), place)
     }
 
     /// `{"models": [{"name": "models/...", "supportedGenerationMethods": [...]}]}`:

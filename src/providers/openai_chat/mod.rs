@@ -7,15 +7,19 @@
 
 mod translate;
 
+use std::pin::Pin;
+
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use self::translate::Translator;
-use super::{Dialect, Translate, bearer, json_body};
+use super::transport::UpstreamEvents;
+use super::{Dialect, Place, bearer, json_body, translated};
 use crate::config::Secret;
 use crate::error::Error;
 use crate::request::ChatRequest;
+use crate::streams::Source;
 
 /// OpenAI's chat completions, and every API compatible with it.
 #[derive(Debug, Default)]
@@ -40,8 +44,8 @@ impl Dialect for OpenAiChat {
         json_body(&fields)
     }
 
-    fn translator(&self) -> Box<dyn Translate> {
-        Box::new(Translator::default())
+    fn source(&self, events: UpstreamEvents, place: Place) -> Pin<Box<dyn Source>> {
+        translated(events, Translator::default(), place)
     }
 }
 

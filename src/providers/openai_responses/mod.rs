@@ -9,15 +9,19 @@
 mod request;
 mod translate;
 
+use std::pin::Pin;
+
 use axum::http::HeaderMap;
 use bytes::Bytes;
 
 use self::translate::Translator;
 use super::conversation::Conversation;
-use super::{Dialect, Translate, bearer, json_body};
+use super::transport::UpstreamEvents;
+use super::{Dialect, Place, bearer, json_body, translated};
 use crate::config::Secret;
 use crate::error::Error;
 use crate::request::ChatRequest;
+use crate::streams::Source;
 
 /// How refusals name this API.
 const UPSTREAM: &str = "an openai-responses upstream";
@@ -39,7 +43,7 @@ impl Dialect for OpenAiResponses {
         json_body(&request::body(conversation, model)?)
     }
 
-    fn translator(&self) -> Box<dyn Translate> {
-        Box::new(Translator::default())
+    fn source(&self, events: UpstreamEvents, place: Place) -> Pin<Box<dyn Source>> {
+        translated(events, Translator::default(), place)
     }
 }
