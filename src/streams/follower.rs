@@ -151,9 +151,7 @@ impl Stream for Follower {
                 };
                 this.next += 1;
                 let next = this.next;
-                if let Some(position) = log.positions.get_mut(&this.number) {
-                    *position = next;
-                }
+                log.positions.advance(this.number, next);
                 return Poll::Ready(Some(entry));
             }
             if log.finished {
@@ -220,7 +218,7 @@ impl Drop for Follower {
         if drove {
             log.driver = None;
         }
-        let last = log.positions.remove(&number).is_some() && log.positions.is_empty();
+        let last = log.positions.remove(number) && log.positions.is_empty();
         drop(log);
         if drove {
             // The upstream goes back to the task, which carries on for the

@@ -218,7 +218,7 @@ impl Generation {
             }
             Some(_) => false,
             None => {
-                let alone = log.positions.len() == 1 && log.positions.contains_key(&number);
+                let alone = log.positions.only(number);
                 let elsewhere = log.remote_lease.is_some_and(|until| until > Instant::now());
                 if alone && !elsewhere && !log.finished {
                     log.driver = Some(Driver {
@@ -462,9 +462,7 @@ impl Generation {
             .total_bytes
             .fetch_sub(freed, Ordering::Relaxed);
         let first = log.first_seq;
-        let before = log.positions.len();
-        log.positions.retain(|_, position| *position >= first);
-        log.positions.len() != before
+        log.positions.drop_behind(first)
     }
 
     fn finish(&self) {
