@@ -18,6 +18,12 @@ use crate::cluster::{
 use crate::fake_upstream::FakeUpstream;
 use crate::helpers::{Transcript, stream_id_of};
 
+/// How long `redis-cli` may take to form a cluster.
+const CLUSTER_FORMS: Duration = Duration::from_secs(60);
+/// How long its own meetings may take before the nodes that did not meet
+/// are introduced again.
+const LOST_MEETING: Duration = Duration::from_secs(5);
+
 /// Three masters and a replica of each, on loopback; killed on drop.
 struct RedisCluster {
     nodes: Vec<Node>,
@@ -44,18 +50,39 @@ impl RedisCluster {
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port))
             .collect();
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
-        assert!(
-            created.is_ok_and(|status| status.success()),
-            "redis-cli --cluster create failed"
-        );
+            .spawn()
+            .unwrap_or_else(|error| panic!("redis-cli: {error}"));
         let cluster = Self { nodes };
+        let began = Instant::now();
+        loop {
+            match create.try_wait() {
+                Ok(Some(status)) => {
+                    assert!(status.success(), "redis-cli --cluster create: {status}");
+                    break;
+                }
+                Ok(None) => {}
+                Err(error) => panic!("redis-cli --cluster create: {error}"),
+            }
+            if began.elapsed() > CLUSTER_FORMS {
+                let _ = create.kill();
+                let _ = create.wait();
+                panic!(
+                    "redis-cli --cluster create did not finish within {CLUSTER_FORMS:?}; \
+                     nodes known to each node: {:?}",
+                    cluster.acquaintances()
+                );
+            }
+            if began.elapsed() > LOST_MEETING {
+                cluster.introduce_strangers();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         while !cluster.is_ok() {
             assert!(Instant::now() < deadline, "the cluster did not form");
@@ -75,6 +102,50 @@ impl RedisCluster {
             .iter()
             .map(|node| format!("redis://127.0.0.1:{}/", node.port))
             .collect()
+    }
+
+    /// The ports each node has heard of, itself included.
+    fn acquaintances(&self) -> Vec<(u16, Vec<u16>)> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let known = command(node.port, &["CLUSTER", "NODES"])
+                    .lines()
+                    .filter_map(|line| {
+                        line.split(' ')
+                            .nth(1)?
+                            .split(['@', ':'])
+                            .nth(1)?
+                            .parse()
+                            .ok()
+                    })
+                    .collect();
+                (node.port, known)
+            })
+            .collect()
+    }
+
+    /// Has each node meet the ones it has not heard of. A node drops a
+    /// handshake that takes longer than its node timeout, 1 s here, which a
+    /// busy machine can exceed; the nodes are then never introduced again,
+    /// and `redis-cli` waits for them to join for ever.
+    fn introduce_strangers(&self) {
+        let acquaintances = self.acquaintances();
+        // Before anyone knows anyone, `redis-cli` has not sent its own
+        // meetings yet, and it refuses nodes that already know others.
+        if acquaintances.iter().all(|(_, known)| known.len() <= 1) {
+            return;
+        }
+        for (port, known) in &acquaintances {
+            for node in &self.nodes {
+                if !known.contains(&node.port) {
+                    command(
+                        *port,
+                        &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()],
+                    );
+                }
+            }
+        }
     }
 
     /// Whether every live node says the cluster is ok.
@@ -247,7 +318,10 @@ async fn a_node_failing_over_mid_stream_never_leaves_a_follower_a_silent_gap() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let local = local.await.unwrap_or_else(|error| panic!("{error}"));
+    let local = tokio::time::timeout(Duration::from_secs(60), local)
+        .await
+        .unwrap_or_else(|_| panic!("the runner's own client hung through the failover"))
+        .unwrap_or_else(|error| panic!("{error}"));
 
     assert_eq!(
         format!("{}{}", tokens_in(&opening), local.text_of("token")),
