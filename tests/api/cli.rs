@@ -34,16 +34,53 @@ pub(crate) fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// How long a run of tokenrelay that should stop by itself (`--help`, a
+/// refused setting) may take: one that serves instead fails the test.
+const EXITS_WITHIN: Duration = Duration::from_secs(30);
+
+/// Runs tokenrelay to its exit: whether it succeeded, and its stdout and
+/// stderr.
 pub(crate) fn output(command: &mut Command) -> (bool, String) {
-    let output = command
-        .output()
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|error| panic!("run tokenrelay: {error}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    // Read on their own threads, so that a full pipe cannot stall the exit.
+    let readers = [
+        child.stdout.take().map(read_all),
+        child.stderr.take().map(read_all),
+    ];
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < EXITS_WITHIN => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tokenrelay did not exit within {EXITS_WITHIN:?}");
+            }
+            Err(error) => panic!("wait for tokenrelay: {error}"),
+        }
+    };
+    let text = readers
+        .into_iter()
+        .flatten()
+        .map(|reader| reader.join().unwrap_or_default())
+        .collect();
+    (status.success(), text)
+}
+
+fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 /// A running server and the lines it has logged so far.
