@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -52,20 +52,10 @@ pub(crate) fn output(command: &mut Command) -> (bool, String) {
         child.stdout.take().map(read_all),
         child.stderr.take().map(read_all),
     ];
-    let started = std::time::Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < EXITS_WITHIN => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tokenrelay did not exit within {EXITS_WITHIN:?}");
-            }
-            Err(error) => panic!("wait for tokenrelay: {error}"),
-        }
+    let Some(status) = exited_within(&mut child, EXITS_WITHIN) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("tokenrelay did not exit within {EXITS_WITHIN:?}");
     };
     let text = readers
         .into_iter()
@@ -164,15 +154,20 @@ impl Server {
 
     /// Whether the process exited successfully, if it exited within `bound`.
     fn exited_within(&mut self, bound: Duration) -> Option<bool> {
-        let started = std::time::Instant::now();
-        while started.elapsed() < bound {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status.success());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        exited_within(&mut self.child, bound).map(|status| status.success())
     }
+}
+
+/// How `child` exited, if it did within `bound`.
+fn exited_within(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < bound {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 impl Drop for Server {

@@ -46,7 +46,10 @@ impl RedisCluster {
                 }
             })
             .collect();
-        let addresses: Vec<String> = nodes
+        // Owned from here, so that a failure below stops the nodes.
+        let cluster = Self { nodes };
+        let addresses: Vec<String> = cluster
+            .nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port))
             .collect();
@@ -58,7 +61,6 @@ impl RedisCluster {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|error| panic!("redis-cli: {error}"));
-        let cluster = Self { nodes };
         let began = Instant::now();
         loop {
             match create.try_wait() {
